@@ -1,0 +1,3 @@
+from intermodal.cli import main
+
+main()
