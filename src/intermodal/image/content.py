@@ -25,7 +25,9 @@ class IngestWriter:
     """An in-progress blob. Write bytes, then `commit()`; on error or `abort()` the ingest file is removed
     unless it was opened with a `ref` for resuming (then partial bytes are kept for the next attempt)."""
 
-    def __init__(self, store: ContentStore, path: Path, expected: Digest | None, size: int | None, keep: bool):
+    def __init__(
+        self, store: ContentStore, path: Path, expected: Digest | None, size: int | None, keep: bool
+    ):
         self._store = store
         self._path = path
         self._expected = expected
@@ -52,7 +54,9 @@ class IngestWriter:
         os.fsync(self._file.fileno())
         self._file.close()
         digest = Digest(self._hash.hexdigest())
-        if (self._expected and digest != self._expected) or (self._size is not None and self.offset != self._size):
+        if (self._expected and digest != self._expected) or (
+            self._size is not None and self.offset != self._size
+        ):
             self._path.unlink(missing_ok=True)
             raise CorruptContent(
                 f"content mismatch: expected {self._expected or '?'} ({self._size} bytes), got {digest} "
@@ -84,12 +88,11 @@ class VerifyingReader:
     def read(self, n: int = -1) -> bytes:
         data = self._file.read(n)
         self._hash.update(data)
-        if (not data and n != 0) or n < 0:
-            if self._hash.hexdigest() != self._digest.hex:
-                raise CorruptContent(
-                    f"blob {self._digest} is corrupt (its bytes do not match its digest); "
-                    "run `intermodal system check --repair` and re-pull or re-load the image"
-                )
+        if ((not data and n != 0) or n < 0) and self._hash.hexdigest() != self._digest.hex:
+            raise CorruptContent(
+                f"blob {self._digest} is corrupt (its bytes do not match its digest); "
+                "run `intermodal system check --repair` and re-pull or re-load the image"
+            )
         return data
 
     def readable(self) -> bool:
@@ -147,7 +150,9 @@ class ContentStore:
             w.write(data)
         return digest
 
-    def write_stream(self, stream: BinaryIO, expected: Digest | None = None, size: int | None = None) -> Digest:
+    def write_stream(
+        self, stream: BinaryIO, expected: Digest | None = None, size: int | None = None
+    ) -> Digest:
         with self.writer(expected, size) as w:
             while chunk := stream.read(_CHUNK):
                 w.write(chunk)
