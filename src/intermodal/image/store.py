@@ -79,7 +79,7 @@ class ImageStore:
         with file_lock(self._lease_path, shared=True):
             yield
 
-    def list(self) -> list[ImageRecord]:
+    def records(self) -> list[ImageRecord]:
         with file_lock(self._lock_path, shared=True):
             return sorted(self._load().values(), key=lambda r: r.added, reverse=True)
 
