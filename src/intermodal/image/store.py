@@ -33,6 +33,7 @@ class ImageRecord:
     config: str  # config digest: the image ID, as Docker prints it
     size: int  # unpacked size of all layers, in bytes
     created: str  # the config's `created`
+    layer_sizes: list[int] = field(default_factory=list)  # unpacked size per layer, for `history`
     names: list[str] = field(default_factory=list)  # fully qualified tagged references
     repo_digests: list[str] = field(default_factory=list)  # `name@sha256:...` from pulls/pushes
     added: float = 0.0
@@ -100,7 +101,12 @@ class ImageStore:
     # -- mutation -------------------------------------------------------------------------------------------
 
     def commit(
-        self, manifest_bytes: bytes, names: list[str], size: int, repo_digests: list[str] | None = None
+        self,
+        manifest_bytes: bytes,
+        names: list[str],
+        size: int,
+        repo_digests: list[str] | None = None,
+        layer_sizes: list[int] | None = None,
     ) -> ImageRecord:
         """Store the manifest blob and publish the image under `names` (tags move from older images).
 
@@ -119,6 +125,7 @@ class ImageStore:
                 manifest=str(manifest_digest),
                 config=str(manifest.config.digest),
                 size=size,
+                layer_sizes=list(layer_sizes or []),
                 created=config.created,
                 added=time.time(),
             )

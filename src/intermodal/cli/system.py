@@ -1,0 +1,64 @@
+"""System commands: disk usage and the store check."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from intermodal.cli.output import human_size, print_table
+from intermodal.engine.images import ImageService
+
+
+@click.group("system")
+def system_group() -> None:
+    """Manage intermodal."""
+
+
+@click.command("df")
+@click.option("--format", "fmt", help="'json' for machine-readable output.")
+@click.pass_context
+def df_cmd(ctx: click.Context, fmt: str | None) -> None:
+    """Show disk usage."""
+    usage = ImageService(ctx.find_root().obj["root"]).disk_usage()
+    size, reclaim = usage["Size"], usage["Reclaimable"]
+    pct = f" ({100 * reclaim // size}%)" if size else ""
+    row = {
+        "Type": "Images",
+        "TotalCount": str(usage["Images"]),
+        "Active": str(usage["Active"]),
+        "Size": human_size(size),
+        "Reclaimable": f"{human_size(reclaim)}{pct}",
+    }
+    if fmt == "json":
+        import json
+
+        click.echo(json.dumps(row))
+        return
+    print_table(["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"], [list(row.values())])
+
+
+@click.command("check")
+@click.option("--repair", is_flag=True, help="Remove corrupt blobs, broken images and unreferenced content.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
+@click.pass_context
+def check_cmd(ctx: click.Context, repair: bool, quiet: bool) -> None:
+    """Verify every blob's digest and every image's references. Exits 1 when errors are found."""
+    report = ImageService(ctx.find_root().obj["root"]).check(repair=repair)
+    for line in report.errors:
+        click.echo(f"error: {line}")
+    if not quiet:
+        for line in report.notes:
+            click.echo(f"note: {line}")
+    if repair:
+        click.echo(f"repaired: removed {report.repaired} entries")
+    elif report.errors or report.notes:
+        click.echo(f"{len(report.errors)} errors, {len(report.notes)} notes; run with --repair to clean up")
+    else:
+        click.echo("ok: no problems found")
+    if report.errors and not repair:
+        sys.exit(1)
+
+
+system_group.add_command(df_cmd)
+system_group.add_command(check_cmd)
