@@ -1,0 +1,338 @@
+"""The OCI runtime lifecycle (runtime.md "Lifecycle" and "Operations"): create, start, state, kill, delete.
+
+`create` forks twice: the first child joins the cgroup and the namespaces (unshare(CLONE_NEWPID) only
+affects children), the second is the container's PID 1 and waits on the exec fifo for `start`. The first
+child exits at once, so the init is re-parented to the nearest subreaper (conmon, or `run`) like runc's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from intermodal import fsutil
+from intermodal.errors import Conflict, IntermodalError, InvalidArgument
+from intermodal.runtime import cgroups, init
+from intermodal.runtime import sys as _sys
+from intermodal.runtime.state import (
+    CREATED,
+    PAUSED,
+    RUNNING,
+    STOPPED,
+    State,
+    Store,
+    check_id,
+    process_start_time,
+)
+
+_NS_FLAGS = {
+    "pid": _sys.CLONE_NEWPID, "network": _sys.CLONE_NEWNET, "ipc": _sys.CLONE_NEWIPC, "uts": _sys.CLONE_NEWUTS,
+    "mount": _sys.CLONE_NEWNS, "cgroup": _sys.CLONE_NEWCGROUP,
+}  # fmt: skip
+_FORWARDED = (
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGWINCH,
+)
+
+
+def parse_signal(value: str | int) -> int:
+    """'KILL', 'SIGKILL', 'kill' or '9' -> 9 (runc's accepted forms)."""
+    text = str(value).upper()
+    if text.isdigit():
+        return int(text)
+    try:
+        return int(signal.Signals[text if text.startswith("SIG") else f"SIG{text}"])
+    except KeyError:
+        raise InvalidArgument(f"unknown signal {value!r}: use a name like TERM or a number like 15") from None
+
+
+def load_spec(bundle: Path) -> dict[str, Any]:
+    try:
+        spec = json.loads((bundle / "config.json").read_bytes())
+    except FileNotFoundError:
+        raise InvalidArgument(
+            f"no config.json in bundle {bundle}: pass the bundle directory with --bundle"
+        ) from None
+    except ValueError as e:
+        raise InvalidArgument(f"{bundle}/config.json is not valid JSON: {e}") from None
+    if not isinstance(spec.get("process"), dict) or not spec["process"].get("args"):
+        raise InvalidArgument(f"{bundle}/config.json has no process.args: say what to run")
+    kinds = {ns.get("type") for ns in (spec.get("linux") or {}).get("namespaces") or []}
+    if "mount" not in kinds:
+        raise InvalidArgument("the spec has no mount namespace: the runtime will not touch the host's mounts")
+    if kinds - set(_NS_FLAGS):
+        raise InvalidArgument(
+            f"unsupported namespaces {sorted(kinds - set(_NS_FLAGS))}: drop them from the spec"
+        )
+    if spec.get("hostname") and "uts" not in kinds:
+        raise InvalidArgument("hostname is set but there is no uts namespace: it would rename the host")
+    return spec
+
+
+class Runtime:
+    """One state root (runc's --root) and one cgroup filesystem."""
+
+    def __init__(self, root: Path | None = None, cgroup_root: Path = cgroups.DEFAULT_ROOT) -> None:
+        self.store = Store(root) if root else Store()
+        self.cgroup_root = cgroup_root
+
+    def create(
+        self,
+        container_id: str,
+        bundle: Path,
+        *,
+        pid_file: Path | None = None,
+        console_socket: Path | None = None,
+        preserve_fds: int = 0,
+    ) -> State:
+        """Set the container up and leave its init blocked before exec; returns once it is `created`."""
+        check_id(container_id)
+        bundle = bundle.absolute()
+        spec = load_spec(bundle)
+        if spec["process"].get("terminal") and console_socket is None:
+            raise InvalidArgument("process.terminal is true: pass --console-socket to receive the pty master")
+        root = Path(spec.get("root", {}).get("path", "rootfs"))
+        root = root if root.is_absolute() else bundle / root
+        if not root.is_dir():
+            raise InvalidArgument(f"rootfs {root} is not a directory: fix root.path in config.json")
+        linux = spec.get("linux") or {}
+        self.store.reserve(container_id)
+        cg = cgroups.open_cgroup(linux.get("cgroupsPath") or f"/intermodal/{container_id}", self.cgroup_root)
+        state = State(
+            id=container_id, bundle=str(bundle), created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            cgroup_path=cg.path, cgroup_version=cg.version, annotations=spec.get("annotations") or {},
+        )  # fmt: skip
+        try:
+            with self.store.lock(container_id):
+                self.store.save(state)
+                os.mkfifo(self.store.fifo(container_id), 0o622)
+                cg.create(linux.get("resources") or {})
+                state.pid = self._spawn(
+                    spec, str(root), cg, self.store.fifo(container_id), console_socket, preserve_fds
+                )
+                state.pid_start = process_start_time(state.pid) or 0
+                self.store.save(state)
+                if pid_file:
+                    fsutil.atomic_write_bytes(pid_file.absolute(), str(state.pid).encode())
+        except BaseException:
+            if state.pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(state.pid, signal.SIGKILL)
+            cg.delete()
+            self.store.remove(container_id)
+            raise
+        return state
+
+    def _spawn(self, spec: dict[str, Any], root: str, cg: cgroups.Cgroup, fifo: Path,
+               console_socket: Path | None, preserve: int) -> int:  # fmt: skip
+        """Fork the namespace-joining child and, through it, the init; return the init's host PID."""
+        console = None
+        if console_socket is not None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(str(console_socket))
+            console = _high(sock.detach(), preserve)
+        r, w = os.pipe()
+        w = _high(w, preserve)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        child = os.fork()
+        if child == 0:
+            os.close(r)
+            _join_and_fork(spec, root, cg, str(fifo), w, console, preserve)
+        os.close(w)
+        if console is not None:
+            os.close(console)
+        pid, error = 0, None
+        with os.fdopen(r, "rb") as pipe:
+            for line in pipe:
+                msg = json.loads(line)
+                pid = msg.get("pid", pid)
+                error = msg.get("error", error)
+                if "ready" in msg or error:
+                    break
+        os.waitpid(child, 0)
+        if error or not pid:
+            if pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            raise IntermodalError(f"container init failed: {error or 'exited during set-up'}")
+        return pid
+
+    def start(self, container_id: str) -> None:
+        """Let the init exec the user process (runtime.md "start"): one byte into the exec fifo."""
+        with self.store.lock(container_id):
+            state = self.store.load(container_id)
+            status = self.store.status(state)
+            if status != CREATED:
+                raise Conflict(f"cannot start container {container_id!r}: it is {status}, not created")
+            fifo = self.store.fifo(container_id)
+            try:
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError as e:  # ENXIO: no reader, the init is gone
+                raise Conflict(
+                    f"cannot start container {container_id!r}: its init is not waiting ({e})"
+                ) from None
+            try:
+                os.write(fd, b"0")
+            finally:
+                os.close(fd)
+            os.unlink(fifo)
+
+    def state(self, container_id: str) -> dict[str, Any]:
+        state = self.store.load(container_id)
+        return state.oci(self.store.status(state))
+
+    def list(self) -> list[dict[str, Any]]:
+        out = []
+        for cid in self.store.ids():
+            with contextlib.suppress(IntermodalError):
+                state = self.store.load(cid)
+                out.append({**state.oci(self.store.status(state)), "created": state.created})
+        return out
+
+    def kill(
+        self, container_id: str, sig: str | int = signal.SIGTERM, *, all_processes: bool = False
+    ) -> None:
+        """Signal the init (or with all_processes, everything in its cgroup); an error once it has stopped."""
+        signum = parse_signal(sig)
+        state = self.store.load(container_id)
+        status = self.store.status(state)
+        if status not in (CREATED, RUNNING, PAUSED):
+            raise Conflict(f"cannot kill container {container_id!r}: it is {status}")
+        pids = self._cgroup(state).pids() if all_processes else [state.pid]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    def pause(self, container_id: str) -> None:
+        self._set_paused(container_id, True)
+
+    def resume(self, container_id: str) -> None:
+        self._set_paused(container_id, False)
+
+    def _set_paused(self, container_id: str, paused: bool) -> None:
+        with self.store.lock(container_id):
+            state = self.store.load(container_id)
+            status = self.store.status(state)
+            if status != (RUNNING if paused else PAUSED):
+                raise Conflict(
+                    f"cannot {'pause' if paused else 'resume'} container {container_id!r}: it is {status}"
+                )
+            cg = self._cgroup(state)
+            cg.freeze() if paused else cg.thaw()
+            state.paused = paused
+            self.store.save(state)
+
+    def delete(self, container_id: str, *, force: bool = False) -> None:
+        """Remove a stopped (or never started) container; `force` kills a running one first."""
+        with self.store.lock(container_id):
+            state = self.store.load(container_id)
+            status = self.store.status(state)
+            if status in (RUNNING, PAUSED) and not force:
+                raise Conflict(
+                    f"cannot delete container {container_id!r}: it is {status}; stop it or use --force"
+                )
+            cg = self._cgroup(state)
+            if status != STOPPED and state.pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(state.pid, signal.SIGKILL)
+                if status == PAUSED:
+                    cg.thaw()
+                _wait_gone(state)
+            cg.delete()
+            self.store.remove(container_id)
+
+    def run(self, container_id: str, bundle: Path, *, detach: bool = False, pid_file: Path | None = None,
+            console_socket: Path | None = None, preserve_fds: int = 0) -> int:  # fmt: skip
+        """create + start, then (unless detached) wait, delete and return the exit code (128+N if killed).
+
+        Makes the caller a child subreaper so the orphaned init becomes our child and we can reap it.
+        """
+        if not detach:
+            _sys.set_child_subreaper(True)
+        state = self.create(container_id, bundle, pid_file=pid_file, console_socket=console_socket,
+                            preserve_fds=preserve_fds)  # fmt: skip
+        if detach:
+            self.start(container_id)
+            return 0
+        previous = {
+            s: signal.signal(s, lambda signum, _frame: _forward(state.pid, signum)) for s in _FORWARDED
+        }
+        try:
+            self.start(container_id)
+            _, status = os.waitpid(state.pid, 0)
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            self.delete(container_id, force=True)
+        code = os.waitstatus_to_exitcode(status)
+        return 128 - code if code < 0 else code
+
+    def _cgroup(self, state: State) -> cgroups.Cgroup:
+        return cgroups.open_cgroup(state.cgroup_path, self.cgroup_root, state.cgroup_version)
+
+
+def _forward(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)
+
+
+def _wait_gone(state: State, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while state.alive() and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+def _high(fd: int, preserve: int) -> int:
+    """Move an fd of ours above the ones the caller asked to hand over (3 .. 3+preserve-1)."""
+    if fd >= 3 + preserve:
+        return fd
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3 + preserve)
+    os.close(fd)
+    return moved
+
+
+def _join_and_fork(spec: dict[str, Any], root: str, cg: cgroups.Cgroup, fifo: str, sync: int,
+                   console: int | None, preserve: int) -> None:  # fmt: skip
+    """First child (never returns): cgroup, then namespaces, then fork the init and report its PID."""
+    try:
+        _sys.set_pdeathsig(signal.SIGKILL)  # if `create` dies mid-way, do not leave half a container
+        keep = sorted({sync, *([console] if console is not None else [])})
+        low = 3 + preserve
+        for fd in keep:  # close everything else we inherited (e.g. the state-dir flock)
+            os.closerange(low, fd)
+            low = fd + 1
+        os.closerange(low, 1 << 20)
+        cg.add_process(os.getpid())
+        flags = 0
+        for ns in (spec.get("linux") or {}).get("namespaces") or []:
+            if ns.get("path"):
+                fd = os.open(ns["path"], os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    _sys.setns(fd, _NS_FLAGS[ns["type"]])
+                finally:
+                    os.close(fd)
+            else:
+                flags |= _NS_FLAGS[ns["type"]]
+        _sys.unshare(flags)  # the cgroup namespace is rooted at the cgroup we just joined
+        pid = os.fork()
+        if pid == 0:
+            init.run(spec, root, fifo, sync, console, preserve)
+        os.write(sync, json.dumps({"pid": pid}).encode() + b"\n")
+    except BaseException as e:
+        os.write(sync, json.dumps({"error": f"{e}"}).encode() + b"\n")
+        os._exit(1)
+    os._exit(0)
