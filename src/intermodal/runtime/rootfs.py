@@ -133,19 +133,24 @@ def _mount_one(root: str, m: Mapping[str, Any]) -> None:
         create = "file"
     fd = open_in_root(root, dest, create=create)
     try:
-        target = _proc_fd(fd)
         if is_bind:
-            _sys.mount(source, target, None, _sys.MS_BIND | (flags & _sys.MS_REC))
-            # A bind ignores every flag but MS_REC; ro/nosuid/... need a remount of the new bind.
-            extra = flags & ~(_sys.MS_BIND | _sys.MS_REC | _sys.MS_REMOUNT)
-            if extra:
-                _sys.mount(None, target, None, _sys.MS_BIND | _sys.MS_REMOUNT | extra)
+            _sys.mount(source, _proc_fd(fd), None, _sys.MS_BIND | (flags & _sys.MS_REC))
         else:
-            _sys.mount(source, target, kind, flags, data or None)
-        if propagation:
-            _sys.mount(None, target, None, propagation)
+            _sys.mount(source, _proc_fd(fd), kind, flags, data or None)
     finally:
         os.close(fd)
+    # A bind ignores every flag but MS_REC, so ro/nosuid/... need a remount; that and propagation changes
+    # apply to the new mount, which only a fresh lookup reaches (the old fd is the directory beneath it).
+    extra = flags & ~(_sys.MS_BIND | _sys.MS_REC | _sys.MS_REMOUNT) if is_bind else 0
+    if extra or propagation:
+        fd = open_in_root(root, dest)
+        try:
+            if extra:
+                _sys.mount(None, _proc_fd(fd), None, _sys.MS_BIND | _sys.MS_REMOUNT | extra)
+            if propagation:
+                _sys.mount(None, _proc_fd(fd), None, propagation)
+        finally:
+            os.close(fd)
 
 
 def _host_cgroup_hierarchies() -> list[str]:

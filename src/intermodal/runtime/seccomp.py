@@ -94,8 +94,8 @@ DENIED = [
     "set_mempolicy",
     "move_pages",
 ]
-# clone(2) may not create namespaces (Docker: allowed only when flags & this mask == 0).
-CLONE_NAMESPACE_FLAGS = 0x7E020000
+# CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET (Docker's clone mask 0x7E020000).
+CLONE_NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000)
 
 
 def default_profile() -> dict[str, Any]:
@@ -104,14 +104,17 @@ def default_profile() -> dict[str, Any]:
         "defaultAction": "SCMP_ACT_ALLOW",
         "architectures": ["SCMP_ARCH_X86_64"],
         "syscalls": [
-            {
-                "names": ["clone"],
-                "action": "SCMP_ACT_ALLOW",
-                "args": [
-                    {"index": 0, "value": CLONE_NAMESPACE_FLAGS, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}
-                ],
-            },
-            {"names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EPERM},
+            # One rule per flag (rules OR together, also under libseccomp's semantics in runc/crun): clone(2)
+            # may not create namespaces, which Docker allows only with CAP_SYS_ADMIN.
+            *(
+                {
+                    "names": ["clone"],
+                    "action": "SCMP_ACT_ERRNO",
+                    "errnoRet": errno.EPERM,
+                    "args": [{"index": 0, "value": flag, "valueTwo": flag, "op": "SCMP_CMP_MASKED_EQ"}],
+                }
+                for flag in CLONE_NAMESPACE_FLAGS
+            ),
             # ENOSYS makes glibc fall back to clone(2), whose flags we can inspect (clone3 passes a pointer).
             {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.ENOSYS},
             {"names": list(DENIED), "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EPERM},
