@@ -1,0 +1,3 @@
+ARG A=1
+ARG B=$A
+FROM alpine:$B

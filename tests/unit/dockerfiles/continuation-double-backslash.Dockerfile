@@ -1,0 +1,3 @@
+FROM debian
+RUN echo \\
+RUN echo done

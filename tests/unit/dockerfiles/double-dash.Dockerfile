@@ -1,0 +1,3 @@
+FROM alpine
+RUN -- --not-a-flag
+COPY --link -- --weird-name /dst

@@ -1,0 +1,4 @@
+FROM alpine
+COPY --chown=a\ b x y
+RUN --network=host\
+  echo hi

@@ -1,0 +1,2 @@
+FROM nginx
+HEALTHCHECK --retries=5 CMD ["curl", "-f", "http://localhost/"]

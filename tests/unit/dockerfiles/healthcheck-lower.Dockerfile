@@ -1,0 +1,2 @@
+FROM nginx
+healthcheck   cmd    echo  hi  

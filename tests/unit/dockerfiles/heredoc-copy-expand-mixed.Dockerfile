@@ -1,0 +1,6 @@
+FROM alpine
+COPY <<EOF <<'RAW' /out/
+$HOME
+EOF
+$HOME
+RAW

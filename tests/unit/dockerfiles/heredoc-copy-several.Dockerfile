@@ -1,0 +1,6 @@
+FROM alpine
+COPY <<a.txt <<b.txt /dst/
+A
+a.txt
+B
+b.txt

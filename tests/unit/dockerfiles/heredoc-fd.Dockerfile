@@ -1,0 +1,4 @@
+FROM alpine
+RUN 3<<EOF cat /proc/self/fd/3
+three
+EOF

@@ -1,0 +1,7 @@
+FROM python:3
+RUN python3 <<EOF
+print('hello')
+EOF
+RUN <<EOF bash -e
+set -x
+EOF

@@ -1,0 +1,6 @@
+FROM alpine
+RUN <<EOF
+# not a comment here
+
+blank above
+EOF

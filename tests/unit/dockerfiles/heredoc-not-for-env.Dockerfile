@@ -1,0 +1,4 @@
+FROM alpine
+ENV A=<<EOF
+LABEL b=<<EOF
+RUN echo done

@@ -1,0 +1,5 @@
+FROM alpine
+ONBUILD RUN <<EOF
+echo later
+EOF
+RUN true

@@ -1,0 +1,10 @@
+FROM alpine
+RUN <<"EOF"
+echo $HOME
+EOF
+RUN <<'EOF'
+echo $PATH
+EOF
+RUN <<E"O"F
+x
+EOF

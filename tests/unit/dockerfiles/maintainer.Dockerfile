@@ -1,0 +1,3 @@
+FROM alpine
+MAINTAINER SvenDowideit@home.org.au
+MAINTAINER  Name  With  Spaces  

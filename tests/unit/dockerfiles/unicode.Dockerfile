@@ -1,0 +1,4 @@
+FROM alpine
+LABEL description="café ☕ 日本"
+RUN echo 'ümläut'
+ENV GRÜSS=hallo

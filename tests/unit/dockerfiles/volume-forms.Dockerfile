@@ -1,0 +1,4 @@
+FROM alpine
+VOLUME /myvol
+VOLUME ["/data", "/logs"]
+VOLUME /a /b   /c

@@ -1,0 +1,7 @@
+  FROM   alpine  
+		RUN	echo	tabs
+   
+	# tab comment
+CMD    echo   spaced    
+
+RUN echo ff
