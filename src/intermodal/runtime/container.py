@@ -12,7 +12,6 @@ import fcntl
 import json
 import os
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
@@ -141,6 +140,8 @@ class Runtime:
         """Fork the namespace-joining child and, through it, the init; return the init's host PID."""
         console = None
         if console_socket is not None:
+            import socket
+
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.connect(str(console_socket))
             console = _high(sock.detach(), preserve)

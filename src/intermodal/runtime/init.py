@@ -13,7 +13,6 @@ import json
 import os
 import resource
 import signal
-import socket
 from collections.abc import Mapping
 from typing import Any
 
@@ -52,6 +51,8 @@ def _setup_console(sock_fd: int) -> None:
         _sys.mount(name, f"/proc/self/fd/{console}", None, _sys.MS_BIND)
     finally:
         os.close(console)
+    import socket  # only terminals need it; keep the common path's imports small
+
     with socket.socket(fileno=sock_fd) as sock:
         socket.send_fds(sock, [name.encode()], [master])
     os.close(master)
