@@ -51,3 +51,16 @@ class CommandNotFound(IntermodalError):
     """The container command does not exist (Docker's exit 127)."""
 
     exit_code = 127
+
+
+class RegistryError(IntermodalError):
+    """A registry refused a request or could not be reached; the message carries the registry's own words.
+
+    Exit 1 like `docker pull`/`docker push`, whose failures all come back from the daemon."""
+
+    exit_code = 1
+    http_status = 502
+
+    def __init__(self, message: str, status: int = 502):
+        super().__init__(message)
+        self.http_status = status

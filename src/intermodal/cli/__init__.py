@@ -24,6 +24,10 @@ _COMMANDS = {
     "load": "images:load_cmd",
     "import": "images:import_cmd",
     "system": "system:system_group",
+    "pull": "registry:pull_cmd",
+    "push": "registry:push_cmd",
+    "login": "registry:login_cmd",
+    "logout": "registry:logout_cmd",
 }
 
 
