@@ -141,3 +141,24 @@ def test_kill_by_signal_number_reaches_a_handler(runtime: Any, make_bundle: Call
     assert runtime.wait(pid) == 3
     assert "got TERM" in out.read_text()
     runtime("delete", "k")
+
+
+def test_exec_joins_the_running_container(runtime: Any, make_bundle: Callable[..., Path]) -> None:
+    bundle = make_bundle(["sleep", "600"], hostname="boxed", cwd="/tmp")
+    with open(os.devnull, "w") as null:
+        pid = runtime.create("ex", bundle, stdout=null, stderr=null)
+    runtime("start", "ex")
+    script = (
+        "hostname; pwd; ls -d /proc/[0-9]* | wc -l; grep -E 'NoNewPrivs|Seccomp:' /proc/self/status; exit 3"
+    )
+    proc = runtime("exec", "--cwd", "/tmp", "ex", "sh", "-c", script, check=False)
+    assert proc.returncode == 3, proc.stderr
+    host, cwd, nprocs, nnp, sec = proc.stdout.split("\n")[:5]
+    assert (host, cwd) == ("boxed", "/tmp")
+    assert int(nprocs) <= 5  # the init, sh, ls, wc: the container's PID namespace
+    if runtime.name != "crun":  # crun 1.8 builds an exec process without the config's NNP and seccomp
+        assert nnp.split() == ["NoNewPrivs:", "1"] and sec.split() == ["Seccomp:", "2"]
+    proc = runtime("exec", "--user", "65534:65534", "ex", "id", "-u", check=False)
+    assert (proc.returncode, proc.stdout) == (0, "65534\n")
+    runtime("delete", "--force", "ex")
+    assert runtime.wait(pid) == 137

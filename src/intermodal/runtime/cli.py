@@ -107,6 +107,44 @@ def run(ctx: click.Context, container_id: str, bundle: str, pid_file: str | None
     sys.exit(code)
 
 
+@cli.command("exec", context_settings={"allow_interspersed_args": False})
+@click.argument("container_id")
+@click.argument("command", nargs=-1)
+@click.option("--process", "-p", "process_file", type=click.Path(dir_okay=False, exists=True),
+              help="An OCI process JSON (as conmon passes) instead of COMMAND.")  # fmt: skip
+@click.option("--tty", "-t", is_flag=True)
+@click.option("--console-socket", type=click.Path(dir_okay=False))
+@click.option("--pid-file", type=click.Path(dir_okay=False))
+@click.option("--detach", "-d", is_flag=True)
+@click.option("--cwd")
+@click.option("--env", "-e", multiple=True)
+@click.option("--user", "-u")
+@click.option("--cap", "-c", multiple=True)
+@click.option("--no-new-privs", is_flag=True)
+@click.option("--preserve-fds", type=int, default=0)
+@click.pass_context
+def exec_(ctx: click.Context, container_id: str, command: tuple[str, ...], process_file: str | None, tty: bool,
+          console_socket: str | None, pid_file: str | None, detach: bool, cwd: str | None, env: tuple[str, ...],
+          user: str | None, cap: tuple[str, ...], no_new_privs: bool, preserve_fds: int) -> None:  # fmt: skip
+    """Run another process in a container; exits with its exit code."""
+    from intermodal.runtime.container import exec_process
+
+    try:
+        rt = _runtime(ctx)
+        if process_file:
+            with open(process_file) as f:
+                process = json.load(f)
+        else:
+            base = rt.spec(container_id)["process"]
+            process = exec_process(base, list(command), env=list(env), cwd=cwd, user=user, tty=tty,
+                                   caps=list(cap), no_new_privs=no_new_privs)  # fmt: skip
+        code = rt.exec(container_id, process, detach=detach, pid_file=_opt_path(pid_file),
+                       console_socket=_opt_path(console_socket), preserve_fds=preserve_fds)  # fmt: skip
+    except (IntermodalError, OSError, ValueError) as e:
+        _fail(e, ctx)
+    sys.exit(code)
+
+
 @cli.command()
 @click.argument("container_id")
 @click.pass_context

@@ -14,8 +14,9 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from intermodal import fsutil
 from intermodal.errors import Conflict, IntermodalError, InvalidArgument
@@ -81,6 +82,29 @@ def load_spec(bundle: Path) -> dict[str, Any]:
     return spec
 
 
+def exec_process(base: dict[str, Any], args: Sequence[str], *, env: Sequence[str] = (), cwd: str | None = None,
+                 user: str | None = None, tty: bool = False, caps: Sequence[str] = (),
+                 no_new_privs: bool = False) -> dict[str, Any]:  # fmt: skip
+    """runc exec's flags applied to the container's own process object: a new command with the same
+    capabilities, rlimits and environment unless overridden (`user` is 'uid[:gid]', numeric)."""
+    process = {**base, "args": list(args), "terminal": tty, "env": [*(base.get("env") or []), *env]}
+    if cwd:
+        process["cwd"] = cwd
+    if user:
+        uid, _, gid = user.partition(":")
+        if not uid.isdigit() or (gid and not gid.isdigit()):
+            raise InvalidArgument(f"invalid --user {user!r}: use numeric uid[:gid]")
+        process["user"] = {"uid": int(uid), "gid": int(gid or 0)}
+    if caps:
+        sets = dict(base.get("capabilities") or {})
+        for kind in ("bounding", "effective", "permitted"):
+            sets[kind] = sorted({*sets.get(kind, []), *caps})
+        process["capabilities"] = sets
+    if no_new_privs:
+        process["noNewPrivileges"] = True
+    return process
+
+
 class Runtime:
     """One state root (runc's --root) and one cgroup filesystem."""
 
@@ -119,8 +143,13 @@ class Runtime:
                 self.store.save(state)
                 os.mkfifo(self.store.fifo(container_id), 0o622)
                 cg.create(linux.get("resources") or {})
+                fifo = str(self.store.fifo(container_id))
                 state.pid = self._spawn(
-                    spec, str(root), cg, self.store.fifo(container_id), console_socket, preserve_fds
+                    cg,
+                    lambda: _enter_namespaces(spec),
+                    lambda sync, console: init.run(spec, str(root), fifo, sync, console, preserve_fds),
+                    console_socket,
+                    preserve_fds,
                 )
                 state.pid_start = process_start_time(state.pid) or 0
                 self.store.save(state)
@@ -135,9 +164,10 @@ class Runtime:
             raise
         return state
 
-    def _spawn(self, spec: dict[str, Any], root: str, cg: cgroups.Cgroup, fifo: Path,
+    def _spawn(self, cg: cgroups.Cgroup, enter: Callable[[], None], target: Callable[[int, int | None], None],
                console_socket: Path | None, preserve: int) -> int:  # fmt: skip
-        """Fork the namespace-joining child and, through it, the init; return the init's host PID."""
+        """Fork a child that joins `cg`, runs `enter` (namespaces) and forks `target(sync_fd, console_fd)`;
+        return the grandchild's host PID once it reports ready (or raise with the error it reports)."""
         console = None
         if console_socket is not None:
             import socket
@@ -152,25 +182,61 @@ class Runtime:
         child = os.fork()
         if child == 0:
             os.close(r)
-            _join_and_fork(spec, root, cg, str(fifo), w, console, preserve)
+            _first_child(cg, enter, target, w, console, preserve)
         os.close(w)
         if console is not None:
             os.close(console)
-        pid, error = 0, None
+        pid, ready, error = 0, False, None
         with os.fdopen(r, "rb") as pipe:
-            for line in pipe:
+            for line in pipe:  # the child's {"pid"} and the grandchild's {"ready"} may come in either order
                 msg = json.loads(line)
                 pid = msg.get("pid", pid)
+                ready = ready or "ready" in msg
                 error = msg.get("error", error)
-                if "ready" in msg or error:
+                if (pid and ready) or error:
                     break
         os.waitpid(child, 0)
-        if error or not pid:
+        if error or not (pid and ready):
             if pid:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-            raise IntermodalError(f"container init failed: {error or 'exited during set-up'}")
+            raise IntermodalError(f"container process failed to start: {error or 'exited during set-up'}")
         return pid
+
+    def exec(self, container_id: str, process: dict[str, Any], *, detach: bool = False, pid_file: Path | None = None,
+             console_socket: Path | None = None, preserve_fds: int = 0) -> int:  # fmt: skip
+        """Run another process in a created or running container (runc exec): its namespaces, cgroup and
+        seccomp profile, with `process` (an OCI process object) for args, user, caps, env and cwd.
+
+        Returns the exit code, or 0 at once with `detach`. Makes the caller a child subreaper unless detached.
+        """
+        state = self.store.load(container_id)
+        status = self.store.status(state)
+        if status not in (CREATED, RUNNING):
+            raise Conflict(f"cannot exec in container {container_id!r}: it is {status}")
+        if not process.get("args"):
+            raise InvalidArgument("exec needs a command: pass the program to run")
+        if process.get("terminal") and console_socket is None:
+            raise InvalidArgument("a terminal was requested: pass --console-socket to receive the pty master")
+        spec = load_spec(Path(state.bundle))
+        kinds = [ns["type"] for ns in spec["linux"]["namespaces"]]
+        profile = spec["linux"].get("seccomp")
+        if not detach:
+            _sys.set_child_subreaper(True)
+        pid = self._spawn(
+            self._cgroup(state),
+            lambda: _join_namespaces(state.pid, kinds),
+            lambda sync, console: init.exec_in(process, profile, sync, console, preserve_fds),
+            console_socket,
+            preserve_fds,
+        )
+        if pid_file:
+            fsutil.atomic_write_bytes(pid_file.absolute(), str(pid).encode())
+        return 0 if detach else _wait_forwarding(pid)
+
+    def spec(self, container_id: str) -> dict[str, Any]:
+        """The container's config.json (the base an `exec` process is derived from)."""
+        return load_spec(Path(self.store.load(container_id).bundle))
 
     def start(self, container_id: str) -> None:
         """Let the init exec the user process (runtime.md "start"): one byte into the exec fifo."""
@@ -269,18 +335,11 @@ class Runtime:
         if detach:
             self.start(container_id)
             return 0
-        previous = {
-            s: signal.signal(s, lambda signum, _frame: _forward(state.pid, signum)) for s in _FORWARDED
-        }
         try:
             self.start(container_id)
-            _, status = os.waitpid(state.pid, 0)
+            return _wait_forwarding(state.pid)
         finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
             self.delete(container_id, force=True)
-        code = os.waitstatus_to_exitcode(status)
-        return 128 - code if code < 0 else code
 
     def _cgroup(self, state: State) -> cgroups.Cgroup:
         return cgroups.open_cgroup(state.cgroup_path, self.cgroup_root, state.cgroup_version)
@@ -306,34 +365,63 @@ def _high(fd: int, preserve: int) -> int:
     return moved
 
 
-def _join_and_fork(spec: dict[str, Any], root: str, cg: cgroups.Cgroup, fifo: str, sync: int,
-                   console: int | None, preserve: int) -> None:  # fmt: skip
-    """First child (never returns): cgroup, then namespaces, then fork the init and report its PID."""
+def _wait_forwarding(pid: int) -> int:
+    """Wait for our (re-parented) child, passing on the signals a foreground runtime receives."""
+    previous = {s: signal.signal(s, lambda signum, _frame: _forward(pid, signum)) for s in _FORWARDED}
+    try:
+        _, status = os.waitpid(pid, 0)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+def _enter_namespaces(spec: dict[str, Any]) -> None:
+    """Join the spec's namespaces that name a path, create the others (config-linux.md "Namespaces")."""
+    flags = 0
+    for ns in (spec.get("linux") or {}).get("namespaces") or []:
+        if ns.get("path"):
+            fd = os.open(ns["path"], os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                _sys.setns(fd, _NS_FLAGS[ns["type"]])
+            finally:
+                os.close(fd)
+        else:
+            flags |= _NS_FLAGS[ns["type"]]
+    _sys.unshare(flags)  # the cgroup namespace is rooted at the cgroup we just joined
+
+
+def _join_namespaces(pid: int, kinds: list[str]) -> None:
+    """setns into a running init's namespaces: all opened first, the mount namespace joined last (it
+    changes what /proc paths mean); joining it also moves our root and cwd to the container's root."""
+    names = {"pid": "pid", "network": "net", "ipc": "ipc", "uts": "uts", "cgroup": "cgroup", "mount": "mnt"}
+    order = [k for k in ("cgroup", "ipc", "uts", "network", "pid", "mount") if k in kinds]
+    fds = [(os.open(f"/proc/{pid}/ns/{names[k]}", os.O_RDONLY | os.O_CLOEXEC), k) for k in order]
+    for fd, kind in fds:
+        _sys.setns(fd, _NS_FLAGS[kind])
+        os.close(fd)
+
+
+def _first_child(cg: cgroups.Cgroup, enter: Callable[[], None], target: Callable[[int, int | None], None],
+                 sync: int, console: int | None, preserve: int) -> NoReturn:  # fmt: skip
+    """First child: cgroup, then namespaces (a new PID namespace only applies to children), then fork the
+    process that will exec, and report its PID."""
     try:
         _sys.set_pdeathsig(signal.SIGKILL)  # if `create` dies mid-way, do not leave half a container
-        keep = sorted({sync, *([console] if console is not None else [])})
         low = 3 + preserve
-        for fd in keep:  # close everything else we inherited (e.g. the state-dir flock)
-            os.closerange(low, fd)
+        for fd in sorted({sync, *([console] if console is not None else [])}):
+            os.closerange(low, fd)  # close everything else we inherited (e.g. the state-dir flock)
             low = fd + 1
         os.closerange(low, 1 << 20)
         cg.add_process(os.getpid())
-        flags = 0
-        for ns in (spec.get("linux") or {}).get("namespaces") or []:
-            if ns.get("path"):
-                fd = os.open(ns["path"], os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    _sys.setns(fd, _NS_FLAGS[ns["type"]])
-                finally:
-                    os.close(fd)
-            else:
-                flags |= _NS_FLAGS[ns["type"]]
-        _sys.unshare(flags)  # the cgroup namespace is rooted at the cgroup we just joined
+        enter()
         pid = os.fork()
         if pid == 0:
-            init.run(spec, root, fifo, sync, console, preserve)
+            target(sync, console)
         os.write(sync, json.dumps({"pid": pid}).encode() + b"\n")
     except BaseException as e:
-        os.write(sync, json.dumps({"error": f"{e}"}).encode() + b"\n")
+        with contextlib.suppress(OSError):  # the parent may already have stopped listening
+            os.write(sync, json.dumps({"error": f"{e}"}).encode() + b"\n")
         os._exit(1)
     os._exit(0)

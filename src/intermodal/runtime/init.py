@@ -14,7 +14,7 @@ import os
 import resource
 import signal
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from intermodal.runtime import capabilities, rootfs, seccomp
 from intermodal.runtime import sys as _sys
@@ -41,16 +41,17 @@ def _home(uid: int) -> str:
     return "/"
 
 
-def _setup_console(sock_fd: int) -> None:
+def _setup_console(sock_fd: int, bind_console: bool = True) -> None:
     """Allocate a pty from the container's devpts, hand the master to the console socket (SCM_RIGHTS, as runc
-    does for conmon), and make the slave our controlling terminal, stdio and /dev/console."""
+    does for conmon), and make the slave our controlling terminal, stdio and (for the init) /dev/console."""
     master, slave = os.openpty()
     name = os.ttyname(slave)
-    console = rootfs.open_in_root("/", "/dev/console", create="file")
-    try:
-        _sys.mount(name, f"/proc/self/fd/{console}", None, _sys.MS_BIND)
-    finally:
-        os.close(console)
+    if bind_console:
+        console = rootfs.open_in_root("/", "/dev/console", create="file")
+        try:
+            _sys.mount(name, f"/proc/self/fd/{console}", None, _sys.MS_BIND)
+        finally:
+            os.close(console)
     import socket  # only terminals need it; keep the common path's imports small
 
     with socket.socket(fileno=sock_fd) as sock:
@@ -91,7 +92,7 @@ def _switch_user(process: Mapping[str, Any]) -> None:
         capabilities.apply_sets(caps)
 
 
-def _exec(args: list[str], env: dict[str, str]) -> None:
+def _exec(args: list[str], env: dict[str, str]) -> NoReturn:
     """execve the process, searching PATH like Go's exec.LookPath; exit 127 if missing, 126 if not runnable."""
     cmd = args[0]
     candidates = (
@@ -116,7 +117,17 @@ def _exec(args: list[str], env: dict[str, str]) -> None:
     os._exit(code)
 
 
-def run(spec: Mapping[str, Any], root: str, fifo: str, sync: int, console: int | None, preserve: int) -> None:
+def _report_failure(sync: int, e: BaseException) -> NoReturn:
+    """Tell `create`/`exec` why set-up failed, then die (never returns)."""
+    try:
+        os.write(sync, json.dumps({"error": str(e) or type(e).__name__}).encode() + b"\n")
+    finally:
+        os._exit(1)
+
+
+def run(
+    spec: Mapping[str, Any], root: str, fifo: str, sync: int, console: int | None, preserve: int
+) -> NoReturn:
     """Container PID 1 (never returns). `sync` gets one JSON line: {"ready": true} or {"error": msg}."""
     process = spec["process"]
     linux = spec.get("linux") or {}
@@ -127,8 +138,7 @@ def run(spec: Mapping[str, Any], root: str, fifo: str, sync: int, console: int |
             _sys.loopback_up()
         rootfs.prepare(spec, root)
         rootfs.pivot(root)
-        cwd = process.get("cwd") or "/"
-        os.makedirs(cwd, mode=0o755, exist_ok=True)
+        os.makedirs(process.get("cwd") or "/", mode=0o755, exist_ok=True)
         if console is not None:
             _setup_console(console)
         if spec.get("hostname"):
@@ -142,8 +152,29 @@ def run(spec: Mapping[str, Any], root: str, fifo: str, sync: int, console: int |
         if process.get("oomScoreAdj") is not None:
             with open("/proc/self/oom_score_adj", "w") as f:
                 f.write(str(process["oomScoreAdj"]))
+    except BaseException as e:
+        _report_failure(sync, e)
+    finish(process, linux.get("seccomp"), sync, preserve, fifo_fd)
+
+
+def exec_in(process: Mapping[str, Any], profile: Mapping[str, Any] | None, sync: int, console: int | None,
+            preserve: int) -> NoReturn:  # fmt: skip
+    """An `exec` process, already inside the container's namespaces and cgroup (never returns)."""
+    try:
+        if console is not None:
+            _setup_console(console, bind_console=False)
+    except BaseException as e:
+        _report_failure(sync, e)
+    finish(process, profile, sync, preserve, None)
+
+
+def finish(process: Mapping[str, Any], profile: Mapping[str, Any] | None, sync: int, preserve: int,
+           fifo_fd: int | None) -> NoReturn:  # fmt: skip
+    """The process-level steps shared by the init and `exec`: rlimits, user and capabilities, cwd,
+    no_new_privs; then "ready", the wait for `start` (init only), fd clean-up, seccomp and execve."""
+    cwd = process.get("cwd") or "/"
+    try:
         _rlimits(process)
-        profile = linux.get("seccomp")
         nnp = bool(process.get("noNewPrivileges"))
         program = seccomp.compile_bpf(profile) if profile is not None else None
         if program is not None and not nnp:
@@ -159,13 +190,10 @@ def run(spec: Mapping[str, Any], root: str, fifo: str, sync: int, console: int |
         args = list(process["args"])
         os.write(sync, b'{"ready": true}\n')
         os.close(sync)
-    except BaseException as e:  # report any set-up failure to `create`, then die
-        msg = str(e) or type(e).__name__
-        try:
-            os.write(sync, json.dumps({"error": msg}).encode() + b"\n")
-        finally:
-            os._exit(1)
-    os.read(fifo_fd, 1)  # `start` writes one byte
+    except BaseException as e:
+        _report_failure(sync, e)
+    if fifo_fd is not None:
+        os.read(fifo_fd, 1)  # `start` writes one byte
     for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores these; ignored dispositions survive execve
         signal.signal(sig, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
