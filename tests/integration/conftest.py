@@ -100,6 +100,17 @@ class Runtime:
             self("delete", cid)
         return Result(code, out.read_text(), err.read_text())
 
+    def cleanup(self) -> None:
+        """Force-delete whatever a failed test left behind and reap the inits, so nothing outlives the test."""
+        if not self.root.is_dir():
+            return
+        for cid in [p.name for p in self.root.iterdir() if p.is_dir()]:  # runc, crun and ours: a dir per id
+            pid = self.state(cid).get("pid") if self("state", cid, check=False).returncode == 0 else None
+            self("delete", "--force", cid, check=False)
+            if pid:
+                with contextlib.suppress(ChildProcessError, AssertionError):
+                    self.wait(pid, timeout=5)
+
     @staticmethod
     def wait(pid: int, timeout: float = 20.0) -> int:
         """Reap a re-parented container init and return its exit code (128+N when killed by signal N)."""
@@ -149,7 +160,9 @@ def runtime(
         if why:
             print(why)
             pytest.skip(why)
-    return Runtime(name, argv, tmp_path_factory.mktemp(f"{name}-state"))
+    rt = Runtime(name, argv, tmp_path_factory.mktemp(f"{name}-state"))
+    yield rt
+    rt.cleanup()
 
 
 @pytest.fixture

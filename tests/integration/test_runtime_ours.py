@@ -6,7 +6,7 @@ import json
 import os
 import socket
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +26,14 @@ def ours(runtime: Any) -> Any:
 
 
 @pytest.fixture(params=["intermodal"])
-def runtime(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, subreaper: None) -> Any:
+def runtime(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, subreaper: None
+) -> Iterator[Any]:
     from conftest import OURS, Runtime  # the integration conftest, on sys.path via pytest's rootdir insertion
 
-    return Runtime("intermodal", [OURS], tmp_path_factory.mktemp("state"))
+    rt = Runtime("intermodal", [OURS], tmp_path_factory.mktemp("state"))
+    yield rt
+    rt.cleanup()
 
 
 @pytest.mark.parametrize(
