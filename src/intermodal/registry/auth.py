@@ -28,6 +28,8 @@ _DEFAULT_LIFETIME = 60.0
 _CHALLENGE_TOKEN = re.compile(
     r"""\s*([A-Za-z0-9!#$%&'*+.^_`|~-]+)(?:\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,]*))?\s*,?"""
 )
+# What the registry would have said, for answers without a body (distribution's error code descriptions).
+_BODILESS = {401: "unauthorized: authentication required", 403: "denied: requested access to the resource is denied"}
 _REPO_PATH = re.compile(r"^/v2/(?P<name>.+?)/(?:manifests|blobs|tags)/")
 
 
@@ -88,6 +90,8 @@ def error_text(response: httpx.Response) -> str:
             if isinstance(body.get(key), str):
                 return str(body[key])
     text = response.text.strip().splitlines()[0][:200] if response.text.strip() else ""
+    if not text and response.status_code in _BODILESS:  # e.g. a HEAD, which has no body to explain itself
+        return _BODILESS[response.status_code]
     return f"HTTP {response.status_code} {response.reason_phrase}" + (f": {text}" if text else "")
 
 
