@@ -28,6 +28,20 @@ _COMMANDS = {
     "push": "registry:push_cmd",
     "login": "registry:login_cmd",
     "logout": "registry:logout_cmd",
+    "run": "containers:run_cmd",
+    "create": "containers:create_cmd",
+    "start": "containers:start_cmd",
+    "stop": "containers:stop_cmd",
+    "kill": "containers:kill_cmd",
+    "restart": "containers:restart_cmd",
+    "rm": "containers:rm_cmd",
+    "wait": "containers:wait_cmd",
+    "pause": "containers:pause_cmd",
+    "unpause": "containers:unpause_cmd",
+    "rename": "containers:rename_cmd",
+    "ps": "containers:ps_cmd",
+    "logs": "containers:logs_cmd",
+    "container": "containers:container_group",
 }
 
 

@@ -1,0 +1,429 @@
+"""Container commands: run, create, start, stop, kill, restart, rm, ps, logs, wait, pause, rename, prune."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from intermodal.cli.output import print_formatted, print_table, time_ago
+from intermodal.engine.containers.options import RunOptions
+from intermodal.engine.containers.record import ContainerRecord
+from intermodal.engine.containers.service import ContainerService
+from intermodal.errors import IntermodalError, InvalidArgument
+
+
+def service(ctx: click.Context) -> ContainerService:
+    return ContainerService(ctx.find_root().obj["root"])
+
+
+def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The flags `run` and `create` share, in Docker's spelling."""
+    options = [
+        click.option(
+            "-d", "--detach", is_flag=True, help="Run in the background and print the container ID."
+        ),
+        click.option("-i", "--interactive", is_flag=True, help="Keep STDIN open."),
+        click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-TTY."),
+        click.option("--rm", "auto_remove", is_flag=True, help="Remove the container when it exits."),
+        click.option("--name", default="", help="Assign a name to the container."),
+        click.option("-e", "--env", multiple=True, help="Set environment variables."),
+        click.option("--env-file", multiple=True, help="Read in a file of environment variables."),
+        click.option("-w", "--workdir", default="", help="Working directory inside the container."),
+        click.option("-u", "--user", default="", help="Username or UID (format: <name|uid>[:<group|gid>])."),
+        click.option("-h", "--hostname", default="", help="Container host name."),
+        click.option("--entrypoint", default=None, help="Overwrite the default ENTRYPOINT of the image."),
+        click.option("-l", "--label", multiple=True, help="Set metadata on a container."),
+        click.option(
+            "--init",
+            is_flag=True,
+            help="Run an init inside the container that forwards signals and reaps processes.",
+        ),
+        click.option("--stop-signal", default="", help="Signal to stop the container."),
+        click.option(
+            "--stop-timeout", type=int, default=None, help="Timeout (in seconds) to stop a container."
+        ),
+        click.option(
+            "--restart", default="no", help="Restart policy: no, on-failure[:N], always, unless-stopped."
+        ),
+        click.option("-m", "--memory", default="", help="Memory limit."),
+        click.option(
+            "--memory-swap", default="", help="Swap limit equal to memory plus swap: -1 for unlimited."
+        ),
+        click.option("--cpus", default="", help="Number of CPUs."),
+        click.option("-c", "--cpu-shares", type=int, default=0, help="CPU shares (relative weight)."),
+        click.option("--pids-limit", type=int, default=0, help="Tune container pids limit."),
+        click.option("--cpuset-cpus", default="", help="CPUs in which to allow execution (0-3, 0,1)."),
+        click.option("-v", "--volume", multiple=True, help="Bind mount a volume."),
+        click.option("--mount", multiple=True, help="Attach a filesystem mount to the container."),
+        click.option("--tmpfs", multiple=True, help="Mount a tmpfs directory."),
+        click.option("--read-only", is_flag=True, help="Mount the container's root filesystem as read only."),
+        click.option("--privileged", is_flag=True, help="Give extended privileges to this container."),
+        click.option("--cap-add", multiple=True, help="Add Linux capabilities."),
+        click.option("--cap-drop", multiple=True, help="Drop Linux capabilities."),
+        click.option(
+            "--security-opt",
+            multiple=True,
+            help="Security options (seccomp=unconfined|FILE, no-new-privileges).",
+        ),
+        click.option(
+            "--runtime", default="", help="Runtime to use: intermodal (default), crun, runc or a path."
+        ),
+        click.option("--log-opt", multiple=True, help="Log driver options (max-size, max-file)."),
+        click.option("--ulimit", multiple=True, help="Ulimit options."),
+        click.option("--userns", default="", help="User namespace to use."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _options(image: str, command: tuple[str, ...], kw: dict[str, Any]) -> RunOptions:
+    return RunOptions(
+        image=image, command=list(command), entrypoint=kw["entrypoint"], env=list(kw["env"]),
+        env_files=list(kw["env_file"]), workdir=kw["workdir"], user=kw["user"], hostname=kw["hostname"],
+        labels=list(kw["label"]), name=kw["name"], tty=kw["tty"], interactive=kw["interactive"],
+        detach=kw["detach"], auto_remove=kw["auto_remove"], init=kw["init"], stop_signal=kw["stop_signal"],
+        stop_timeout=kw["stop_timeout"], restart=kw["restart"], memory=kw["memory"], memory_swap=kw["memory_swap"],
+        cpus=kw["cpus"], cpu_shares=kw["cpu_shares"], pids_limit=kw["pids_limit"], cpuset_cpus=kw["cpuset_cpus"],
+        volumes=list(kw["volume"]), mounts=list(kw["mount"]), tmpfs=list(kw["tmpfs"]), read_only=kw["read_only"],
+        privileged=kw["privileged"], cap_add=list(kw["cap_add"]), cap_drop=list(kw["cap_drop"]),
+        security_opt=list(kw["security_opt"]), runtime=kw["runtime"], log_opts=list(kw["log_opt"]),
+        ulimits=list(kw["ulimit"]), userns=kw["userns"],
+    )  # fmt: skip
+
+
+_RUN_SETTINGS = {"ignore_unknown_options": False, "allow_interspersed_args": False}
+
+
+@click.command("run", context_settings=_RUN_SETTINGS)
+@run_options
+@click.argument("image")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def run_cmd(ctx: click.Context, image: str, command: tuple[str, ...], **kw: Any) -> None:
+    """Create and run a new container from an image."""
+    svc = service(ctx)
+    record = svc.create(_options(image, command, kw))
+    if kw["detach"]:
+        try:
+            svc.start(record.id)
+        except IntermodalError:
+            if kw["auto_remove"]:
+                svc.remove(record.id, force=True, volumes=True)
+            raise
+        click.echo(record.id)
+        return
+    try:
+        code = svc.run_attached(record.id, interactive=kw["interactive"])
+    except IntermodalError:
+        if kw["auto_remove"]:
+            svc.remove(record.id, force=True, volumes=True)
+        raise
+    sys.exit(code)
+
+
+@click.command("create", context_settings=_RUN_SETTINGS)
+@run_options
+@click.argument("image")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def create_cmd(ctx: click.Context, image: str, command: tuple[str, ...], **kw: Any) -> None:
+    """Create a new container."""
+    click.echo(service(ctx).create(_options(image, command, kw)).id)
+
+
+@click.command("start")
+@click.argument("containers", nargs=-1, required=True)
+@click.option("-a", "--attach", is_flag=True, help="Attach STDOUT/STDERR and forward signals.")
+@click.option("-i", "--interactive", is_flag=True, help="Attach container's STDIN.")
+@click.pass_context
+def start_cmd(ctx: click.Context, containers: tuple[str, ...], attach: bool, interactive: bool) -> None:
+    """Start one or more stopped containers."""
+    svc = service(ctx)
+    if attach or interactive:
+        if len(containers) > 1:
+            raise InvalidArgument("you cannot start and attach multiple containers at once")
+        sys.exit(svc.run_attached(containers[0], interactive=interactive))
+    _each(containers, lambda c: svc.start(c), echo=True)
+
+
+def _each(specs: tuple[str, ...], action: Callable[[str], object], echo: bool = False) -> None:
+    """Docker's multi-container verbs: do every one (echoing its name), report each failure, fail at the end."""
+    failure: IntermodalError | None = None
+    for spec in specs:
+        try:
+            action(spec)
+            if echo:
+                click.echo(spec)
+        except IntermodalError as e:
+            click.echo(f"Error: {e}", err=True)
+            failure = e
+    if failure:
+        sys.exit(failure.exit_code)
+
+
+@click.command("stop")
+@click.argument("containers", nargs=-1, required=True)
+@click.option("-t", "--time", "timeout", type=int, default=None, help="Seconds to wait before killing it.")
+@click.option("-s", "--signal", "sig", default="", help="Signal to send to the container.")
+@click.pass_context
+def stop_cmd(ctx: click.Context, containers: tuple[str, ...], timeout: int | None, sig: str) -> None:
+    """Stop one or more running containers."""
+    svc = service(ctx)
+    _each(containers, lambda c: svc.stop(c, timeout), echo=True)
+
+
+@click.command("kill")
+@click.argument("containers", nargs=-1, required=True)
+@click.option("-s", "--signal", "sig", default="SIGKILL", help="Signal to send to the container.")
+@click.pass_context
+def kill_cmd(ctx: click.Context, containers: tuple[str, ...], sig: str) -> None:
+    """Kill one or more running containers."""
+    svc = service(ctx)
+    _each(containers, lambda c: svc.kill(c, sig), echo=True)
+
+
+@click.command("restart")
+@click.argument("containers", nargs=-1, required=True)
+@click.option("-t", "--time", "timeout", type=int, default=None, help="Seconds to wait before killing it.")
+@click.pass_context
+def restart_cmd(ctx: click.Context, containers: tuple[str, ...], timeout: int | None) -> None:
+    """Restart one or more containers."""
+    svc = service(ctx)
+    _each(containers, lambda c: svc.restart(c, timeout), echo=True)
+
+
+@click.command("rm")
+@click.argument("containers", nargs=-1, required=True)
+@click.option("-f", "--force", is_flag=True, help="Force the removal of a running container (uses SIGKILL).")
+@click.option("-v", "--volumes", is_flag=True, help="Remove anonymous volumes associated with the container.")
+@click.pass_context
+def rm_cmd(ctx: click.Context, containers: tuple[str, ...], force: bool, volumes: bool) -> None:
+    """Remove one or more containers."""
+    svc = service(ctx)
+    _each(containers, lambda c: svc.remove(c, force=force, volumes=volumes), echo=True)
+
+
+@click.command("wait")
+@click.argument("containers", nargs=-1, required=True)
+@click.pass_context
+def wait_cmd(ctx: click.Context, containers: tuple[str, ...]) -> None:
+    """Block until one or more containers stop, then print their exit codes."""
+    svc = service(ctx)
+    _each(containers, lambda c: click.echo(svc.wait(c)))
+
+
+@click.command("pause")
+@click.argument("containers", nargs=-1, required=True)
+@click.pass_context
+def pause_cmd(ctx: click.Context, containers: tuple[str, ...]) -> None:
+    """Pause all processes within one or more containers."""
+    svc = service(ctx)
+    _each(containers, lambda c: svc.pause(c), echo=True)
+
+
+@click.command("unpause")
+@click.argument("containers", nargs=-1, required=True)
+@click.pass_context
+def unpause_cmd(ctx: click.Context, containers: tuple[str, ...]) -> None:
+    """Unpause all processes within one or more containers."""
+    svc = service(ctx)
+    _each(containers, lambda c: svc.unpause(c), echo=True)
+
+
+@click.command("rename")
+@click.argument("container")
+@click.argument("new_name")
+@click.pass_context
+def rename_cmd(ctx: click.Context, container: str, new_name: str) -> None:
+    """Rename a container."""
+    service(ctx).rename(container, new_name)
+
+
+def _status_text(record: ContainerRecord) -> str:
+    state = record.state
+    status = record.status
+    if status == "running":
+        return f"Up {time_ago(state['StartedAt']).removesuffix(' ago')}"
+    if status == "paused":
+        return f"Up {time_ago(state['StartedAt']).removesuffix(' ago')} (Paused)"
+    if status == "restarting":
+        return f"Restarting ({state['ExitCode']}) {time_ago(state['FinishedAt'])}"
+    if status == "exited":
+        return f"Exited ({state['ExitCode']}) {time_ago(state['FinishedAt'])}"
+    return status.capitalize()
+
+
+def _command_text(record: ContainerRecord, no_trunc: bool) -> str:
+    args = list(record.config.get("Entrypoint") or []) + list(record.config.get("Cmd") or [])
+    text = " ".join(args)
+    if not no_trunc and len(text) > 20:
+        text = text[:19] + "…"
+    return json.dumps(text)
+
+
+def _matches(record: ContainerRecord, filters: tuple[str, ...]) -> bool:
+    for f in filters:
+        key, _, value = f.partition("=")
+        if key == "status" and record.status != value:
+            return False
+        if key == "name" and value not in record.name:
+            return False
+        if key == "id" and not record.id.startswith(value):
+            return False
+        if key == "ancestor" and value not in (
+            record.image_name,
+            record.image,
+            record.image.removeprefix("sha256:")[:12],
+        ):
+            return False
+        if key == "exited" and (record.status != "exited" or str(record.state["ExitCode"]) != value):
+            return False
+        if key == "label":
+            name, has_value, wanted = value.partition("=")
+            labels = record.config.get("Labels") or {}
+            if name not in labels or (has_value and labels[name] != wanted):
+                return False
+        if key not in ("status", "name", "id", "ancestor", "exited", "label"):
+            raise InvalidArgument(
+                f"invalid filter {f!r}: supported are status, name, id, ancestor, exited, label"
+            )
+    return True
+
+
+@click.command("ps")
+@click.option(
+    "-a", "--all", "show_all", is_flag=True, help="Show all containers (default shows just running)."
+)
+@click.option("-q", "--quiet", is_flag=True, help="Only display container IDs.")
+@click.option("-f", "--filter", "filters", multiple=True, help="Filter output based on conditions provided.")
+@click.option("--format", "fmt", help="'json', 'table TEMPLATE' or a Go template.")
+@click.option("--no-trunc", is_flag=True, help="Don't truncate output.")
+@click.option(
+    "-n", "--last", type=int, default=-1, help="Show n last created containers (includes all states)."
+)
+@click.option("-l", "--latest", is_flag=True, help="Show the latest created container (includes all states).")
+@click.pass_context
+def ps_cmd(
+    ctx: click.Context, show_all: bool, quiet: bool, filters: tuple[str, ...], fmt: str | None, no_trunc: bool,
+    last: int, latest: bool,
+) -> None:  # fmt: skip
+    """List containers."""
+    if latest:
+        last = 1
+    records = service(ctx).containers(all_containers=show_all or last > 0 or bool(filters))
+    if not show_all and filters and not any(f.startswith(("status=", "exited=")) for f in filters):
+        records = [r for r in records if r.status in ("running", "paused", "restarting")]
+    records = [r for r in records if _matches(r, filters)]
+    if last > 0:
+        records = records[:last]
+    rows = [
+        {
+            "ID": r.id if no_trunc else r.id[:12],
+            "Image": r.image_name,
+            "Command": _command_text(r, no_trunc),
+            "CreatedAt": r.created,
+            "RunningFor": time_ago(r.created),
+            "Ports": "",
+            "State": r.status,
+            "Status": _status_text(r),
+            "Names": r.name,
+            "Labels": ",".join(f"{k}={v}" for k, v in (r.config.get("Labels") or {}).items()),
+            "Mounts": ",".join(m.get("Name") or m.get("Source", "") for m in r.mounts),
+            "Networks": "none",
+        }
+        for r in records
+    ]
+    if quiet:
+        for row in rows:
+            click.echo(row["ID"])
+        return
+    if fmt:
+        print_formatted(fmt, rows, {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND",
+                                    "RunningFor": "CREATED", "Status": "STATUS", "Ports": "PORTS", "Names": "NAMES"})  # fmt: skip
+        return
+    print_table(
+        ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"],
+        [
+            [r["ID"], r["Image"], r["Command"], r["RunningFor"], r["Status"], r["Ports"], r["Names"]]
+            for r in rows
+        ],
+    )
+
+
+@click.command("logs")
+@click.argument("container")
+@click.option("-f", "--follow", is_flag=True, help="Follow log output.")
+@click.option("-n", "--tail", default="all", help="Number of lines to show from the end of the logs.")
+@click.option("-t", "--timestamps", is_flag=True, help="Show timestamps.")
+@click.option("--since", default="", help="Show logs since timestamp or relative (e.g. 42m).")
+@click.option("--until", default="", help="Show logs before a timestamp or relative (e.g. 42m).")
+@click.pass_context
+def logs_cmd(
+    ctx: click.Context, container: str, follow: bool, tail: str, timestamps: bool, since: str, until: str
+) -> None:
+    """Fetch the logs of a container."""
+    from intermodal.engine.containers import logs
+
+    svc = service(ctx)
+    record = svc.get(container)
+    if tail != "all" and not tail.lstrip("-").isdigit():
+        raise InvalidArgument(f"invalid --tail {tail!r}: give a number of lines or 'all'")
+    tail_n = None if tail == "all" or int(tail) < 0 else int(tail)
+
+    def running() -> bool:
+        return svc.get(record.id).status in ("running", "paused", "restarting")
+
+    for line in logs.read(
+        svc.paths(record.id).log,
+        tail=tail_n,
+        since=logs.parse_since(since) if since else None,
+        until=logs.parse_since(until) if until else None,
+        follow=running if follow else None,
+    ):
+        sink = sys.stderr.buffer if line.stream == "stderr" else sys.stdout.buffer
+        sink.write((line.timestamp.encode() + b" " if timestamps else b"") + line.text + b"\n")
+        sink.flush()
+
+
+@click.command("prune")
+@click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation.")
+@click.pass_context
+def prune_cmd(ctx: click.Context, force: bool) -> None:
+    """Remove all stopped containers."""
+    if not force:
+        click.confirm(
+            "WARNING! This will remove all stopped containers.\nAre you sure you want to continue?",
+            abort=True,
+        )
+    removed = service(ctx).prune()
+    if removed:
+        click.echo("Deleted Containers:")
+        click.echo("\n".join(removed))
+        click.echo()
+    click.echo("Total reclaimed space: 0B")
+
+
+@click.command("cleanup", hidden=True)
+@click.argument("container")
+@click.pass_context
+def cleanup_cmd(ctx: click.Context, container: str) -> None:
+    """conmon's exit command: record the exit and apply the restart policy."""
+    service(ctx).cleanup(container)
+
+
+@click.group("container")
+def container_group() -> None:
+    """Manage containers."""
+
+
+for _name, _command in {
+    "run": run_cmd, "create": create_cmd, "start": start_cmd, "stop": stop_cmd, "kill": kill_cmd,
+    "restart": restart_cmd, "rm": rm_cmd, "wait": wait_cmd, "pause": pause_cmd, "unpause": unpause_cmd,
+    "rename": rename_cmd, "ls": ps_cmd, "ps": ps_cmd, "logs": logs_cmd, "prune": prune_cmd, "cleanup": cleanup_cmd,
+}.items():  # fmt: skip
+    container_group.add_command(_command, _name)

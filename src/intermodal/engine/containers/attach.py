@@ -1,0 +1,202 @@
+"""Foreground containers (`run` without -d, `start -a`): the CLI process itself is the monitor, as
+`crun run` is. It becomes a child subreaper so the container's init is re-parented to it after the
+runtime's `create` returns, pumps the container's output to the terminal and the log, forwards signals
+(Docker's --sig-proxy), and reaps the exit status. Skipping conmon here saves a process per run."""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import os
+import select
+import signal
+import socket
+import sys
+import tempfile
+import termios
+import tty
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from intermodal.engine.containers.bundle import Paths
+from intermodal.engine.containers.logs import LogWriter
+from intermodal.isolation.oci import OciRuntime
+from intermodal.runtime import sys as linux
+
+_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def exit_code(status: int) -> int:
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.waitstatus_to_exitcode(status)
+
+
+def run_foreground(
+    runtime: OciRuntime,
+    cid: str,
+    paths: Paths,
+    *,
+    interactive: bool,
+    terminal: bool,
+    on_started: Callable[[int], None],
+) -> int:
+    """Create, start and supervise the container until it exits; returns Docker's exit code."""
+    linux.set_child_subreaper(True)
+    pid_file = paths.dir / "pidfile"
+    log = LogWriter(paths.log)
+    try:
+        if terminal:
+            return _run_tty(runtime, cid, paths, pid_file, log, interactive, on_started)
+        return _run_pipes(runtime, cid, paths, pid_file, log, interactive, on_started)
+    finally:
+        log.close()
+
+
+def _read_pid(pid_file: Path) -> int:
+    return int(pid_file.read_text().strip())
+
+
+def _run_pipes(
+    runtime: OciRuntime,
+    cid: str,
+    paths: Paths,
+    pid_file: Path,
+    log: LogWriter,
+    interactive: bool,
+    on_started: Callable[[int], None],
+) -> int:
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    stdin = sys.stdin.fileno() if interactive else os.open(os.devnull, os.O_RDONLY)
+    try:
+        runtime.create(cid, paths.bundle, pid_file, stdio=(stdin, out_w, err_w))
+    finally:
+        os.close(out_w)
+        os.close(err_w)
+        if not interactive:
+            os.close(stdin)
+    pid = _read_pid(pid_file)
+    with _forward_signals(pid):
+        on_started(pid)
+        runtime.start(cid)
+        streams = {out_r: ("stdout", sys.stdout.buffer), err_r: ("stderr", sys.stderr.buffer)}
+        while streams:
+            ready, _, _ = _select(list(streams))
+            for fd in ready:
+                data = os.read(fd, 65536)
+                name, sink = streams[fd]
+                if not data:
+                    os.close(fd)
+                    del streams[fd]
+                    continue
+                sink.write(data)
+                sink.flush()
+                log.write(name, data)
+        return _reap(pid)
+
+
+def _run_tty(
+    runtime: OciRuntime,
+    cid: str,
+    paths: Paths,
+    pid_file: Path,
+    log: LogWriter,
+    interactive: bool,
+    on_started: Callable[[int], None],
+) -> int:
+    """`-t`: the runtime hands us the pty master over a console socket (runc's protocol), we proxy it."""
+    with tempfile.TemporaryDirectory(prefix="intermodal-console-") as tmp:
+        sock_path = Path(tmp) / "console.sock"
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(sock_path))
+        listener.listen(1)
+        stdin = os.open(os.devnull, os.O_RDONLY)
+        try:
+            runtime.create(cid, paths.bundle, pid_file, stdio=(stdin, stdin, stdin), console_socket=sock_path)
+        finally:
+            os.close(stdin)
+        conn, _ = listener.accept()
+        master = _receive_fd(conn)
+        conn.close()
+        listener.close()
+    pid = _read_pid(pid_file)
+    our_tty = sys.stdin.isatty()
+    if our_tty:
+        with contextlib.suppress(OSError):
+            termios.tcsetwinsize(master, termios.tcgetwinsize(sys.stdin.fileno()))
+    saved = termios.tcgetattr(sys.stdin.fileno()) if our_tty and interactive else None
+    try:
+        if saved is not None:
+            tty.setraw(sys.stdin.fileno())
+        with _forward_signals(pid):
+            on_started(pid)
+            runtime.start(cid)
+            inputs = [master] + ([sys.stdin.fileno()] if interactive else [])
+            while master in inputs:
+                ready, _, _ = _select(inputs)
+                for fd in ready:
+                    try:
+                        data = os.read(fd, 65536)
+                    except OSError:  # EIO: the pty's last slave closed
+                        data = b""
+                    if fd == master:
+                        if not data:
+                            inputs.remove(master)
+                            break
+                        os.write(sys.stdout.fileno(), data)
+                        log.write("stdout", data)
+                    elif data:
+                        os.write(master, data)
+                    else:
+                        inputs.remove(fd)
+    finally:
+        if saved is not None:
+            termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, saved)
+        os.close(master)
+    return _reap(pid)
+
+
+def _receive_fd(conn: socket.socket) -> int:
+    fds = array.array("i")
+    _, ancillary, _, _ = conn.recvmsg(4096, socket.CMSG_SPACE(fds.itemsize))
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: fds.itemsize])
+            return fds[0]
+    raise OSError("the runtime did not send a terminal over the console socket")
+
+
+def _select(fds: list[int]) -> tuple[list[int], list[int], list[int]]:
+    while True:
+        try:
+            return select.select(fds, [], [])
+        except InterruptedError:
+            continue
+
+
+def _reap(pid: int) -> int:
+    """Wait for the container's init (re-parented to us); other orphans are reaped on the way."""
+    while True:
+        try:
+            reaped, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            return 255
+        except InterruptedError:
+            continue
+        if reaped == pid:
+            return exit_code(status)
+
+
+@contextlib.contextmanager
+def _forward_signals(pid: int) -> Iterator[None]:
+    def forward(signum: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+    previous = {s: signal.signal(s, forward) for s in _FORWARDED}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -1,0 +1,264 @@
+"""The OCI runtime bundle of a container: its rootfs (an overlay mount over the image's unpacked layers),
+the engine-managed /etc files, resolved volumes, and a config.json from `runtime.spec`. Every isolation
+backend (our runtime, crun, runc, the micro-VM) consumes the same bundle."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+from pathlib import Path
+from typing import Any
+
+from intermodal.engine.containers.record import ContainerRecord
+from intermodal.engine.containers.userdb import resolve_user
+from intermodal.engine.volumes import (
+    MountRequest,
+    VolumeStore,
+    copy_up,
+    image_volumes,
+    parse_mount_flag,
+    parse_tmpfs_flag,
+    parse_volume_flag,
+)
+from intermodal.errors import InvalidArgument
+from intermodal.fsutil import atomic_write_bytes, atomic_write_json
+from intermodal.image.snapshots import Snapshotter
+from intermodal.image.store import ImageStore
+from intermodal.runtime import spec as oci
+from intermodal.runtime import sys as linux
+from intermodal.runtime.rootfs import open_in_root
+
+TINI = "/usr/bin/tini-static"
+
+
+class Paths:
+    """Where one container's files live: `$ROOT/containers/<id>/…`."""
+
+    def __init__(self, container_dir: Path):
+        self.dir = container_dir
+        self.rootfs = container_dir / "rootfs"
+        self.upper = container_dir / "diff"
+        self.work = container_dir / "work"
+        self.bundle = container_dir / "bundle"
+        self.config = self.bundle / "config.json"
+        self.log = container_dir / "ctr.log"
+        self.exits = container_dir / "exits"
+        self.hosts = container_dir / "hosts"
+        self.hostname = container_dir / "hostname"
+        self.resolv = container_dir / "resolv.conf"
+
+
+def is_mounted(path: Path) -> bool:
+    target = os.fsencode(str(path))
+    with open("/proc/self/mountinfo", "rb") as f:
+        return any(line.split()[4] == target for line in f)
+
+
+def mount_rootfs(images: ImageStore, snapshots: Snapshotter, record: ContainerRecord, paths: Paths) -> None:
+    """Unpack the image's layers if needed and mount the container's overlay (idempotent)."""
+    if is_mounted(paths.rootfs):
+        return
+    image = images.get(record.image)
+    lowers = snapshots.unpack(images.manifest(image), images.config(image))
+    for d in (paths.rootfs, paths.upper, paths.work):
+        d.mkdir(exist_ok=True)
+    desc = snapshots.mount(lowers, paths.upper, paths.work)
+    linux.mount(desc.source, str(paths.rootfs), desc.type, 0, ",".join(desc.options))
+
+
+def unmount_rootfs(paths: Paths) -> None:
+    if is_mounted(paths.rootfs):
+        linux.umount2(str(paths.rootfs), linux.MNT_DETACH)
+
+
+def resolve_mounts(record: ContainerRecord, volumes: VolumeStore, paths: Paths) -> list[dict[str, Any]]:
+    """User mounts (-v, --mount, --tmpfs) plus the image's VOLUMEs → Docker-shaped mount records.
+    New named or anonymous volumes get the image's content at that path (copy-up), as in Docker."""
+    hc = record.host_config
+    requests = [parse_volume_flag(v) for v in hc.get("Binds") or []]
+    requests += [parse_mount_flag(m) for m in hc.get("Mounts") or []]
+    requests += [parse_tmpfs_flag(t) for t in hc.get("Tmpfs") or []]
+    seen: set[str] = set()
+    for r in requests:
+        if r.destination in seen:
+            raise InvalidArgument(f"duplicate mount point: {r.destination}")
+        seen.add(r.destination)
+    requests += image_volumes(record.config.get("Volumes"), seen)
+    out = []
+    for r in requests:
+        out.append(_resolve_one(r, volumes, paths))
+    return out
+
+
+def _resolve_one(r: MountRequest, volumes: VolumeStore, paths: Paths) -> dict[str, Any]:
+    base = {
+        "Destination": r.destination,
+        "Mode": ",".join(r.options),
+        "RW": not r.readonly,
+        "Propagation": "",
+    }
+    if r.type == "bind":
+        if not os.path.exists(r.source):
+            raise InvalidArgument(
+                f"invalid mount config: bind source path does not exist: {r.source}; create it first"
+            )
+        return {"Type": "bind", "Source": os.path.realpath(r.source), **base, "Propagation": "rprivate"}
+    if r.type == "tmpfs":
+        return {"Type": "tmpfs", "Source": "", **base}
+    fresh = not r.source or not volumes.exists(r.source)
+    meta = volumes.create(r.source, anonymous=not r.source)
+    data = volumes.data_dir(meta["Name"])
+    if fresh and r.copy_up:
+        _copy_image_content(paths.rootfs, r.destination, data)
+    return {"Type": "volume", "Name": meta["Name"], "Source": str(data), "Driver": "local", **base}
+
+
+def _copy_image_content(rootfs: Path, destination: str, volume_dir: Path) -> None:
+    try:
+        fd = open_in_root(str(rootfs), destination)
+    except OSError:
+        return
+    try:
+        source = f"/proc/self/fd/{fd}"
+        if os.path.isdir(source):
+            copy_up(source, volume_dir)
+    finally:
+        os.close(fd)
+
+
+def write_etc_files(record: ContainerRecord, paths: Paths) -> None:
+    hostname = record.config["Hostname"]
+    atomic_write_bytes(paths.hostname, f"{hostname}\n".encode())
+    hosts = (
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+        "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"
+    )
+    atomic_write_bytes(paths.hosts, hosts.encode())
+    atomic_write_bytes(paths.resolv, _resolv_conf().encode())
+
+
+def _resolv_conf() -> str:
+    """The host's resolv.conf without loopback resolvers, which a container's network cannot reach."""
+    try:
+        lines = Path("/etc/resolv.conf").read_text().splitlines()
+    except OSError:
+        lines = []
+    kept = [
+        line for line in lines if not (line.startswith("nameserver") and (" 127." in line or " ::1" in line))
+    ]
+    if not any(line.startswith("nameserver") for line in kept):
+        kept += ["nameserver 8.8.8.8", "nameserver 8.8.4.4"]
+    return "\n".join(kept) + "\n"
+
+
+def process_args(record: ContainerRecord) -> list[str]:
+    args = list(record.config.get("Entrypoint") or []) + list(record.config.get("Cmd") or [])
+    if record.host_config.get("Init"):
+        args = ["/sbin/docker-init", "--", *args]
+    return args
+
+
+def build_spec(record: ContainerRecord, paths: Paths, mounts: list[dict[str, Any]]) -> dict[str, Any]:
+    """config.json for this container: Docker's secure defaults plus the record's flags."""
+    cfg, hc = record.config, record.host_config
+    user = resolve_user(str(paths.rootfs), cfg.get("User") or "0")
+    env = dict(e.split("=", 1) for e in cfg.get("Env") or [] if "=" in e)
+    env.setdefault("HOSTNAME", cfg["Hostname"])
+    env.setdefault("HOME", user.home)
+    oci_mounts = [
+        oci.bind_mount(str(paths.hosts), "/etc/hosts"),
+        oci.bind_mount(str(paths.hostname), "/etc/hostname"),
+        oci.bind_mount(str(paths.resolv), "/etc/resolv.conf"),
+    ]
+    if hc.get("Init"):
+        if not os.path.exists(TINI):
+            raise InvalidArgument(f"--init needs {TINI}: install Debian's tini package")
+        oci_mounts.append(oci.bind_mount(TINI, "/sbin/docker-init", readonly=True))
+    for m in mounts:
+        if m["Type"] == "tmpfs":
+            opts = ["nosuid", "nodev", *([o for o in m["Mode"].split(",") if o] or ["size=65536k"])]
+            oci_mounts.append(
+                {"destination": m["Destination"], "type": "tmpfs", "source": "tmpfs", "options": opts}
+            )
+        else:
+            oci_mounts.append(oci.bind_mount(m["Source"], m["Destination"], readonly=not m["RW"]))
+    seccomp_profile: Any = "default"
+    no_new_privs = True
+    for opt in hc.get("SecurityOpt") or []:
+        key, _, value = opt.replace(":", "=", 1).partition("=")
+        if key == "seccomp":
+            seccomp_profile = None if value == "unconfined" else _load_seccomp(value)
+        elif key == "no-new-privileges":
+            no_new_privs = value in ("", "true")
+        elif key not in ("label", "apparmor"):
+            raise InvalidArgument(
+                f"invalid --security-opt {opt!r}: supported are seccomp=…, no-new-privileges"
+            )
+    resources = oci.resources(
+        memory=hc.get("Memory") or None,
+        memory_swap=hc.get("MemorySwap") or None,
+        cpu_shares=hc.get("CpuShares") or None,
+        cpus=(hc["NanoCpus"] / 1e9) if hc.get("NanoCpus") else None,
+        cpuset_cpus=hc.get("CpusetCpus") or None,
+        pids_limit=hc.get("PidsLimit") or None,
+    )
+    spec = oci.default_spec(
+        process_args(record),
+        env=env,
+        cwd=cfg.get("WorkingDir") or "/",
+        uid=user.uid,
+        gid=user.gid,
+        additional_gids=user.additional_gids,
+        hostname=cfg["Hostname"],
+        terminal=bool(cfg.get("Tty")),
+        rootfs=str(paths.rootfs),
+        read_only=bool(hc.get("ReadonlyRootfs")),
+        privileged=bool(hc.get("Privileged")),
+        cap_add=hc.get("CapAdd") or (),
+        cap_drop=hc.get("CapDrop") or (),
+        no_new_privileges=no_new_privs,
+        seccomp_profile=seccomp_profile,
+        mounts=oci_mounts,
+        linux_resources=resources,
+        cgroups_path=f"intermodal/{record.id}",
+        annotations={"org.opencontainers.image.ref.name": record.image_name},
+    )
+    return spec
+
+
+def _load_seccomp(path: str) -> dict[str, Any]:
+    import json
+
+    from intermodal.runtime import seccomp
+
+    try:
+        with open(path) as f:
+            profile = json.load(f)
+    except (OSError, ValueError) as e:
+        raise InvalidArgument(f"cannot load seccomp profile {path}: {e}") from None
+    return (
+        seccomp.from_docker_profile(profile)
+        if "syscalls" in profile and "defaultAction" in profile
+        else profile
+    )
+
+
+def write_bundle(spec: dict[str, Any], paths: Paths) -> None:
+    paths.bundle.mkdir(exist_ok=True)
+    atomic_write_json(paths.config, spec)
+
+
+def remove_files(paths: Paths) -> None:
+    shutil.rmtree(paths.dir, ignore_errors=True)
+
+
+def stop_signal_number(name: str) -> int:
+    """`SIGTERM`, `TERM` or `15` → 15."""
+    text = name.upper()
+    if text.isdigit():
+        return int(text)
+    try:
+        return int(signal.Signals[text if text.startswith("SIG") else f"SIG{text}"])
+    except KeyError:
+        raise InvalidArgument(f"invalid signal {name!r}: use a name like SIGTERM or a number") from None

@@ -1,0 +1,226 @@
+"""`run`/`create` options and how they combine with the image config into Docker's Config and HostConfig.
+
+Validation happens here, before anything is written, so bad input never leaves a half-made container.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from intermodal.errors import InvalidArgument
+
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+MIN_MEMORY = 6 * 1024 * 1024  # Docker's minimum: below this the container cannot even start its init
+
+
+@dataclass
+class RunOptions:
+    image: str
+    command: list[str] = field(default_factory=list)
+    entrypoint: str | None = None  # None: the image's; "": reset it
+    env: list[str] = field(default_factory=list)
+    env_files: list[str] = field(default_factory=list)
+    workdir: str = ""
+    user: str = ""
+    hostname: str = ""
+    labels: list[str] = field(default_factory=list)
+    name: str = ""
+    tty: bool = False
+    interactive: bool = False
+    detach: bool = False
+    auto_remove: bool = False
+    init: bool = False
+    stop_signal: str = ""
+    stop_timeout: int | None = None
+    restart: str = "no"
+    memory: str = ""
+    memory_swap: str = ""
+    cpus: str = ""
+    cpu_shares: int = 0
+    pids_limit: int = 0
+    cpuset_cpus: str = ""
+    volumes: list[str] = field(default_factory=list)
+    mounts: list[str] = field(default_factory=list)
+    tmpfs: list[str] = field(default_factory=list)
+    read_only: bool = False
+    privileged: bool = False
+    cap_add: list[str] = field(default_factory=list)
+    cap_drop: list[str] = field(default_factory=list)
+    security_opt: list[str] = field(default_factory=list)
+    runtime: str = ""
+    log_opts: list[str] = field(default_factory=list)
+    ulimits: list[str] = field(default_factory=list)
+    userns: str = ""
+
+
+def parse_size(text: str, what: str) -> int:
+    """Docker's RAMInBytes: `512m`, `1g`, `100k`, `1024b`, binary units."""
+    m = _SIZE.match(text.strip())
+    if not m:
+        raise InvalidArgument(
+            f"invalid {what} {text!r}: use a number with an optional unit (b, k, m, g), e.g. 512m"
+        )
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def parse_env(entries: list[str], env_files: list[str]) -> list[str]:
+    """`-e K=V`, `-e K` (taken from our environment, dropped if unset) and `--env-file` lines."""
+    out: list[str] = []
+    for path in env_files:
+        try:
+            with open(path) as f:
+                lines = f.read().splitlines()
+        except OSError as e:
+            raise InvalidArgument(f"cannot read --env-file {path}: {e.strerror}") from None
+        out += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    out += entries
+    result: list[str] = []
+    for entry in out:
+        key, sep, _ = entry.partition("=")
+        if not key or " " in key:
+            raise InvalidArgument(f"invalid environment variable {entry!r}: expected KEY=VALUE")
+        if not sep:
+            if key in os.environ:
+                result.append(f"{key}={os.environ[key]}")
+            continue
+        result.append(entry)
+    return result
+
+
+def merge_env(image_env: list[str], user_env: list[str]) -> list[str]:
+    """User variables override the image's with the same name; order is image first, like Docker."""
+    merged = {e.split("=", 1)[0]: e for e in image_env}
+    for e in user_env:
+        merged[e.split("=", 1)[0]] = e
+    return list(merged.values())
+
+
+def parse_labels(entries: list[str]) -> dict[str, str]:
+    labels = {}
+    for entry in entries:
+        key, _, value = entry.partition("=")
+        if not key:
+            raise InvalidArgument(f"invalid label {entry!r}: expected KEY=VALUE")
+        labels[key] = value
+    return labels
+
+
+def parse_restart(policy: str) -> dict[str, Any]:
+    name, _, count = policy.partition(":")
+    if name not in ("no", "on-failure", "always", "unless-stopped"):
+        raise InvalidArgument(
+            f"invalid restart policy {policy!r}: use no, on-failure[:N], always or unless-stopped"
+        )
+    if count and (name != "on-failure" or not count.isdigit()):
+        raise InvalidArgument(
+            f"invalid restart policy {policy!r}: only on-failure takes a retry count (on-failure:3)"
+        )
+    return {"Name": name, "MaximumRetryCount": int(count or 0)}
+
+
+def container_config(opts: RunOptions, image_config: dict[str, Any], cid: str) -> dict[str, Any]:
+    """Docker's `Config`: image defaults overridden by the user's flags (entrypoint/cmd rules from
+    the Dockerfile reference: a new --entrypoint clears the image's CMD)."""
+    entrypoint = image_config.get("Entrypoint")
+    cmd = image_config.get("Cmd")
+    if opts.entrypoint is not None:
+        entrypoint = [opts.entrypoint] if opts.entrypoint else None
+        cmd = None
+    if opts.command:
+        cmd = list(opts.command)
+    if not (entrypoint or cmd):
+        raise InvalidArgument(f"no command specified: image {opts.image} has no CMD or ENTRYPOINT; give one")
+    labels = {**(image_config.get("Labels") or {}), **parse_labels(opts.labels)}
+    return {
+        "Hostname": opts.hostname or cid[:12],
+        "Domainname": "",
+        "User": opts.user or image_config.get("User", ""),
+        "AttachStdin": opts.interactive and not opts.detach,
+        "AttachStdout": not opts.detach,
+        "AttachStderr": not opts.detach,
+        "ExposedPorts": image_config.get("ExposedPorts"),
+        "Tty": opts.tty,
+        "OpenStdin": opts.interactive,
+        "StdinOnce": opts.interactive and not opts.detach,
+        "Env": merge_env(image_config.get("Env") or [], parse_env(opts.env, opts.env_files)),
+        "Cmd": cmd,
+        "Image": opts.image,
+        "Volumes": image_config.get("Volumes"),
+        "WorkingDir": opts.workdir or image_config.get("WorkingDir", "") or "",
+        "Entrypoint": entrypoint,
+        "OnBuild": None,
+        "Labels": labels,
+        "StopSignal": opts.stop_signal or image_config.get("StopSignal") or "SIGTERM",
+        **({"StopTimeout": opts.stop_timeout} if opts.stop_timeout is not None else {}),
+    }
+
+
+def host_config(opts: RunOptions) -> dict[str, Any]:
+    """Docker's `HostConfig` with every limit validated (values in Docker's units: bytes, nano-CPUs)."""
+    memory = parse_size(opts.memory, "memory limit") if opts.memory else 0
+    if memory and memory < MIN_MEMORY:
+        raise InvalidArgument(f"invalid --memory {opts.memory}: the minimum allowed is 6MB")
+    swap = 0
+    if opts.memory_swap:
+        swap = -1 if opts.memory_swap == "-1" else parse_size(opts.memory_swap, "memory-swap limit")
+        if not memory:
+            raise InvalidArgument("--memory-swap needs --memory: set a memory limit as well")
+        if swap != -1 and swap < memory:
+            raise InvalidArgument(
+                f"invalid --memory-swap {opts.memory_swap}: it must be larger than --memory (it counts memory + swap)"
+            )
+    nano_cpus = 0
+    if opts.cpus:
+        try:
+            cpus = float(opts.cpus)
+        except ValueError:
+            raise InvalidArgument(f"invalid --cpus {opts.cpus!r}: give a number such as 1.5") from None
+        available = os.cpu_count() or 1
+        if not 0.01 <= cpus <= available:
+            raise InvalidArgument(
+                f"invalid --cpus {opts.cpus}: the range of CPUs is from 0.01 to {available}.00, "
+                f"as there are only {available} CPUs available"
+            )
+        nano_cpus = int(cpus * 1e9)
+    if opts.cpu_shares < 0:
+        raise InvalidArgument(f"invalid --cpu-shares {opts.cpu_shares}: must be positive")
+    if opts.cpuset_cpus and not re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", opts.cpuset_cpus):
+        raise InvalidArgument(f"invalid --cpuset-cpus {opts.cpuset_cpus!r}: use a list like 0-1 or 0,1")
+    log_config = {}
+    for opt in opts.log_opts:
+        key, sep, value = opt.partition("=")
+        if not sep or key not in ("max-size", "max-file"):
+            raise InvalidArgument(f"invalid --log-opt {opt!r}: supported are max-size=SIZE and max-file=N")
+        log_config[key] = value
+    if "max-size" in log_config:
+        parse_size(log_config["max-size"], "log max-size")
+    restart = parse_restart(opts.restart)
+    if opts.auto_remove and restart["Name"] != "no":
+        raise InvalidArgument("conflicting options: --restart and --rm cannot be used together")
+    return {
+        "Binds": list(opts.volumes),
+        "Mounts": list(opts.mounts),
+        "Tmpfs": list(opts.tmpfs),
+        "LogConfig": {"Type": "k8s-file", "Config": log_config},
+        "RestartPolicy": restart,
+        "AutoRemove": opts.auto_remove,
+        "Runtime": opts.runtime or "intermodal",
+        "Init": opts.init,
+        "Memory": memory,
+        "MemorySwap": swap,
+        "NanoCpus": nano_cpus,
+        "CpuShares": opts.cpu_shares,
+        "PidsLimit": opts.pids_limit or None,
+        "CpusetCpus": opts.cpuset_cpus,
+        "ReadonlyRootfs": opts.read_only,
+        "Privileged": opts.privileged,
+        "CapAdd": list(opts.cap_add) or None,
+        "CapDrop": list(opts.cap_drop) or None,
+        "SecurityOpt": list(opts.security_opt) or None,
+        "Ulimits": list(opts.ulimits) or None,
+        "UsernsMode": opts.userns,
+    }

@@ -1,0 +1,472 @@
+"""The container lifecycle every frontend shares: create, start (detached under conmon or in the
+foreground), stop, kill, restart, rm, wait, pause, and the status refresh that makes a daemonless engine
+agree with itself: state is read from disk and checked against the live monitor on every command."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from intermodal.engine.containers import bundle as bundles
+from intermodal.engine.containers import monitor
+from intermodal.engine.containers.attach import run_foreground
+from intermodal.engine.containers.options import RunOptions, container_config, host_config
+from intermodal.engine.containers.record import (
+    CREATED,
+    EXITED,
+    PAUSED,
+    RESTARTING,
+    RUNNING,
+    ContainerRecord,
+    ContainerStore,
+    random_name,
+)
+from intermodal.engine.images import ImageService
+from intermodal.engine.volumes import VolumeStore, parse_mount_flag, parse_tmpfs_flag, parse_volume_flag
+from intermodal.errors import Conflict, IntermodalError, InvalidArgument
+from intermodal.image.snapshots import Snapshotter
+from intermodal.isolation.oci import OciRuntime
+from intermodal.runtime.cgroups import open_cgroup
+from intermodal.runtime.state import process_start_time
+
+ACTIVE = (RUNNING, PAUSED, RESTARTING)
+_STALE_EXIT_SECONDS = 10.0  # an exit file nobody cleaned up for this long means conmon's cleanup died
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class ContainerService:
+    def __init__(self, root: Path):
+        self.root = root
+        self.store = ContainerStore(root)
+        self.images = ImageService(root, containers_using=self.using_image)
+        self.volumes = VolumeStore(root)
+        self.snapshots = Snapshotter(root / "snapshots", self.images.store.content)
+
+    # -- helpers --------------------------------------------------------------------------------------------
+
+    def paths(self, cid: str) -> bundles.Paths:
+        return bundles.Paths(self.store.dir(cid))
+
+    def runtime(self, record: ContainerRecord) -> OciRuntime:
+        return OciRuntime(record.runtime, self.root / "run", self.root / "bin")
+
+    def using_image(self, image_id: str) -> list[str]:
+        return [r.id for r in self.store.all() if r.image == image_id]
+
+    def get(self, spec: str) -> ContainerRecord:
+        return self.refresh(self.store.resolve(spec))
+
+    def containers(self, all_containers: bool = False) -> list[ContainerRecord]:
+        records = [self.refresh(r) for r in self.store.all()]
+        records.sort(key=lambda r: r.created, reverse=True)
+        return records if all_containers else [r for r in records if r.status in ACTIVE]
+
+    # -- create ---------------------------------------------------------------------------------------------
+
+    def create(self, opts: RunOptions) -> ContainerRecord:
+        """Validate everything, then publish the record. Nothing is written if any input is bad."""
+        image = self.images.get(opts.image)
+        image_config = self.images.config(image).config
+        cid = self.store.new_id()
+        config = container_config(opts, image_config, cid)
+        hc = host_config(opts)
+        for v in hc["Binds"]:
+            request = parse_volume_flag(v)
+            if request.type == "bind" and not os.path.exists(request.source):
+                raise InvalidArgument(
+                    f"invalid volume {v!r}: bind source path does not exist: {request.source}"
+                )
+        for m in hc["Mounts"]:
+            request = parse_mount_flag(m)
+            if request.type == "bind" and not os.path.exists(request.source):
+                raise InvalidArgument(
+                    f"invalid mount {m!r}: bind source path does not exist: {request.source}"
+                )
+        for t in hc["Tmpfs"]:
+            parse_tmpfs_flag(t)
+        runtime = hc["Runtime"]
+        OciRuntime(runtime, self.root / "run", self.root / "bin")  # unknown runtime → error now
+        name = opts.name.removeprefix("/") or random_name({r.name for r in self.store.all()})
+        record = ContainerRecord(
+            id=cid,
+            name=name,
+            created=now(),
+            image=image.config,
+            image_name=opts.image,
+            config=config,
+            host_config=hc,
+            runtime=runtime,
+        )
+        self.store.add(record)
+        return record
+
+    # -- start ----------------------------------------------------------------------------------------------
+
+    def _prepare(self, record: ContainerRecord) -> bundles.Paths:
+        paths = self.paths(record.id)
+        bundles.mount_rootfs(self.images.store, self.snapshots, record, paths)
+        try:
+            mounts = bundles.resolve_mounts(record, self.volumes, paths)
+            bundles.write_etc_files(record, paths)
+            bundles.write_bundle(bundles.build_spec(record, paths, mounts), paths)
+        except BaseException:
+            bundles.unmount_rootfs(paths)
+            raise
+        record.mounts = mounts
+        for stale in (paths.dir / "pidfile", paths.exits / record.id):
+            stale.unlink(missing_ok=True)
+        return paths
+
+    def start(self, spec: str) -> ContainerRecord:
+        """Start detached under conmon (Docker's `start` / `run -d`)."""
+        record = self.store.resolve(spec)
+        with self.store.locked(record.id):
+            record = self.refresh(self.store.load(record.id), locked=True)
+            if record.status in (RUNNING, PAUSED):
+                return record
+            paths = self._prepare(record)
+            runtime = self.runtime(record)
+            runtime.delete(record.id)  # a leftover from a crashed run must not block create
+            try:
+                pid = monitor.launch(self.root, record, paths, runtime)
+                runtime.start(record.id)
+            except BaseException as e:
+                self._abort_start(record, runtime, paths, e, locked=True)
+                raise
+            record.monitor_pid = monitor.monitor_pid(paths)
+            record.monitor_start = process_start_time(record.monitor_pid) or 0
+            self._mark_running(record, pid)
+            self.store.save(record)
+        return record
+
+    def run_attached(self, spec: str, *, interactive: bool) -> int:
+        """Run in the foreground with this process as the monitor; returns the container's exit code."""
+        record = self.store.resolve(spec)
+        with self.store.locked(record.id):
+            record = self.refresh(self.store.load(record.id), locked=True)
+            if record.status in (RUNNING, PAUSED):
+                raise Conflict(f"container {record.name} is already running")
+            paths = self._prepare(record)
+            runtime = self.runtime(record)
+            runtime.delete(record.id)
+            record.monitor_pid = os.getpid()
+            record.monitor_start = process_start_time(os.getpid()) or 0
+            self.store.save(record)
+
+        def started(pid: int) -> None:
+            with self.store.locked(record.id):
+                current = self.store.load(record.id)
+                current.monitor_pid, current.monitor_start = record.monitor_pid, record.monitor_start
+                current.mounts = record.mounts
+                self._mark_running(current, pid)
+                self.store.save(current)
+
+        try:
+            code = run_foreground(
+                runtime, record.id, paths, interactive=interactive,
+                terminal=bool(record.config.get("Tty")), on_started=started,
+            )  # fmt: skip
+        except BaseException as e:
+            self._abort_start(record, runtime, paths, e, locked=False)
+            raise
+        self.finalize(record.id, code, allow_restart=False)
+        return code
+
+    def _mark_running(self, record: ContainerRecord, pid: int) -> None:
+        record.state.update(
+            Status=RUNNING, Running=True, Paused=False, Restarting=False, OOMKilled=False, Dead=False,
+            Pid=pid, ExitCode=0, Error="", StartedAt=now(),
+        )  # fmt: skip
+        record.explicitly_stopped = False
+
+    def _abort_start(
+        self,
+        record: ContainerRecord,
+        runtime: OciRuntime,
+        paths: bundles.Paths,
+        error: BaseException,
+        *,
+        locked: bool,
+    ) -> None:
+        """A start that failed leaves the container stopped with the reason, and nothing mounted."""
+        runtime.delete(record.id)
+        bundles.unmount_rootfs(paths)
+        with self.store.locked(record.id) if not locked else contextlib.nullcontext():
+            current = self.store.load(record.id)
+            code = getattr(error, "exit_code", 125) if isinstance(error, IntermodalError) else 125
+            current.state.update(
+                Status=EXITED if current.state["StartedAt"] != "0001-01-01T00:00:00Z" else CREATED,
+                Running=False, Pid=0, ExitCode=code, Error=str(error), FinishedAt=now(),
+            )  # fmt: skip
+            self.store.save(current)
+
+    # -- exit handling ----------------------------------------------------------------------------------------
+
+    def monitor_alive(self, record: ContainerRecord) -> bool:
+        return record.monitor_pid > 0 and process_start_time(record.monitor_pid) == record.monitor_start
+
+    def refresh(self, record: ContainerRecord, locked: bool = False) -> ContainerRecord:
+        """Derive the live status: an exit recorded by conmon, or a dead monitor (garbage-collect then)."""
+        if record.status not in ACTIVE:
+            return record
+        exit_file = self.paths(record.id).exits / record.id
+        if exit_file.exists():
+            code = _read_exit(exit_file)
+            stale = time.time() - exit_file.stat().st_mtime > _STALE_EXIT_SECONDS
+            if stale or not self.monitor_alive(record):
+                return self.finalize(record.id, code, allow_restart=False, locked=locked) or record
+            view = ContainerRecord(**{**record.__dict__, "state": dict(record.state)})
+            view.state.update(Status=EXITED, Running=False, Pid=0, ExitCode=code)
+            return view
+        if record.status == RESTARTING or self.monitor_alive(record):
+            return record
+        # The monitor is gone without recording an exit (killed -9, machine crash): reclaim everything.
+        return (
+            self.finalize(record.id, 137, allow_restart=False, locked=locked, error="monitor died") or record
+        )
+
+    def finalize(
+        self, cid: str, code: int, *, allow_restart: bool, locked: bool = False, error: str = ""
+    ) -> ContainerRecord | None:
+        """Record the exit, release the runtime state, cgroup and rootfs mount; then --rm or restart."""
+        with self.store.locked(cid) if not locked else contextlib.nullcontext():
+            try:
+                record = self.store.load(cid)
+            except IntermodalError:
+                return None
+            if record.status not in ACTIVE:
+                return record
+            paths = self.paths(cid)
+            runtime = self.runtime(record)
+            oom = _oom_killed(cid)
+            if record.state.get("Pid"):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(record.state["Pid"], signal.SIGKILL)
+            runtime.delete(cid)
+            _remove_cgroup(cid)
+            bundles.unmount_rootfs(paths)
+            (paths.exits / cid).unlink(missing_ok=True)
+            record.state.update(
+                Status=EXITED, Running=False, Paused=False, Restarting=False, Pid=0, ExitCode=code,
+                OOMKilled=oom, FinishedAt=now(), Error=error,
+            )  # fmt: skip
+            record.monitor_pid = record.monitor_start = 0
+            restart = allow_restart and _should_restart(record)
+            if restart:
+                record.state.update(Status=RESTARTING, Restarting=True)
+                record.restart_count += 1
+            self.store.save(record)
+        if record.host_config.get("AutoRemove") and not restart:
+            self.remove(cid, force=True, volumes=True)
+            return None
+        if restart:
+            time.sleep(min(0.1 * 2 ** (record.restart_count - 1), 10))
+            with contextlib.suppress(IntermodalError):
+                self.start(cid)
+        return record
+
+    def cleanup(self, cid: str) -> None:
+        """conmon's exit command: the container exited; record it and apply the restart policy."""
+        exit_file = self.paths(cid).exits / cid
+        code = _read_exit(exit_file) if exit_file.exists() else 255
+        self.finalize(cid, code, allow_restart=True)
+
+    # -- stop / kill / remove ---------------------------------------------------------------------------------
+
+    def kill(self, spec: str, sig: str = "SIGKILL") -> ContainerRecord:
+        record = self.get(spec)
+        if record.status not in (RUNNING, PAUSED):
+            raise Conflict(f"cannot kill container {spec}: container {record.id[:12]} is not running")
+        number = bundles.stop_signal_number(sig)
+        with self.store.locked(record.id):
+            current = self.store.load(record.id)
+            current.explicitly_stopped = True
+            self.store.save(current)
+        if record.status == PAUSED:
+            open_cgroup(f"intermodal/{record.id}").thaw()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(record.state["Pid"], number)
+        return record
+
+    def stop(self, spec: str, timeout: int | None = None) -> ContainerRecord:
+        """Stop signal, then SIGKILL after the timeout (Docker's default 10 s)."""
+        record = self.get(spec)
+        if record.status not in (RUNNING, PAUSED, RESTARTING):
+            return record
+        with self.store.locked(record.id):
+            current = self.store.load(record.id)
+            current.explicitly_stopped = True
+            self.store.save(current)
+        if timeout is None:
+            timeout = int(record.config.get("StopTimeout", 10))
+        if record.status == PAUSED:
+            open_cgroup(f"intermodal/{record.id}").thaw()
+        pid = record.state["Pid"]
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, bundles.stop_signal_number(record.config.get("StopSignal") or "SIGTERM"))
+            if not self._wait_exit(record, timeout):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                self._wait_exit(record, 10)
+        return self.wait_finalized(record.id)
+
+    def _wait_exit(self, record: ContainerRecord, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process_start_time(record.state["Pid"]) is None:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def wait_finalized(self, cid: str, timeout: float = 15) -> ContainerRecord:
+        """Wait until the monitor has recorded the exit (or finalize ourselves if it does not)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            record = self.refresh(self.store.load(cid))
+            if record.status not in ACTIVE:
+                return record
+            if time.monotonic() > deadline:
+                code = record.state.get("ExitCode", 137)
+                return self.finalize(cid, code, allow_restart=False) or record
+            time.sleep(0.02)
+
+    def wait(self, spec: str, condition: str = "not-running") -> int:
+        record = self.store.resolve(spec)
+        while True:
+            current = self.refresh(self.store.load(record.id))
+            if condition == "next-exit" and current.status == EXITED:
+                return int(current.state["ExitCode"])
+            if current.status not in ACTIVE:
+                return int(current.state["ExitCode"])
+            time.sleep(0.05)
+
+    def remove(self, spec: str, *, force: bool = False, volumes: bool = False) -> str:
+        record = self.store.resolve(spec)
+        record = self.refresh(record)
+        if record.status in ACTIVE:
+            if not force:
+                raise Conflict(
+                    f"cannot remove container {spec}: container is {record.status}: stop it first or use rm -f"
+                )
+            with self.store.locked(record.id):
+                current = self.store.load(record.id)
+                current.explicitly_stopped = True
+                self.store.save(current)
+            if record.state.get("Pid"):
+                with contextlib.suppress(ProcessLookupError):
+                    if record.status == PAUSED:
+                        open_cgroup(f"intermodal/{record.id}").thaw()
+                    os.kill(record.state["Pid"], signal.SIGKILL)
+            self.finalize(record.id, 137, allow_restart=False)
+        with self.store.locked(record.id):
+            paths = self.paths(record.id)
+            bundles.unmount_rootfs(paths)
+            if volumes:
+                for m in record.mounts:
+                    if m["Type"] == "volume" and self._is_anonymous(m["Name"]):
+                        with contextlib.suppress(IntermodalError):
+                            self.volumes.remove(m["Name"], in_use_by=self._volume_users(m["Name"], record.id))
+            (paths.dir / "container.json").unlink(missing_ok=True)
+        bundles.remove_files(paths)
+        return record.id
+
+    def _is_anonymous(self, name: str) -> bool:
+        with contextlib.suppress(IntermodalError):
+            return "com.docker.volume.anonymous" in self.volumes.inspect(name)["Labels"]
+        return False
+
+    def _volume_users(self, name: str, except_id: str = "") -> list[str]:
+        return [
+            r.id
+            for r in self.store.all()
+            if r.id != except_id and any(m.get("Name") == name for m in r.mounts)
+        ]
+
+    def volume_users(self, name: str) -> list[str]:
+        return self._volume_users(name)
+
+    def pause(self, spec: str) -> None:
+        record = self.get(spec)
+        if record.status != RUNNING:
+            raise Conflict(f"cannot pause container {spec}: it is {record.status}, not running")
+        open_cgroup(f"intermodal/{record.id}").freeze()
+        self._set_state(record.id, Status=PAUSED, Paused=True)
+
+    def unpause(self, spec: str) -> None:
+        record = self.get(spec)
+        if record.status != PAUSED:
+            raise Conflict(f"cannot unpause container {spec}: it is not paused")
+        open_cgroup(f"intermodal/{record.id}").thaw()
+        self._set_state(record.id, Status=RUNNING, Paused=False)
+
+    def _set_state(self, cid: str, **changes: Any) -> None:
+        with self.store.locked(cid):
+            record = self.store.load(cid)
+            record.state.update(changes)
+            self.store.save(record)
+
+    def rename(self, spec: str, new_name: str) -> None:
+        record = self.store.resolve(spec)
+        self.store.rename(record.id, new_name.removeprefix("/"))
+
+    def prune(self) -> list[str]:
+        removed = []
+        for record in self.containers(all_containers=True):
+            if record.status in (EXITED, CREATED, "dead"):
+                with contextlib.suppress(IntermodalError):
+                    removed.append(self.remove(record.id))
+        return removed
+
+    def restart(self, spec: str, timeout: int | None = None) -> ContainerRecord:
+        record = self.stop(spec, timeout)
+        return self.start(record.id)
+
+    def for_each(self, specs: list[str], action: Callable[[str], object]) -> list[IntermodalError]:
+        errors = []
+        for spec in specs:
+            try:
+                action(spec)
+            except IntermodalError as e:
+                errors.append(e)
+        return errors
+
+
+def _read_exit(path: Path) -> int:
+    try:
+        return int(path.read_text().strip() or 255)
+    except (OSError, ValueError):
+        return 255
+
+
+def _oom_killed(cid: str) -> bool:
+    with contextlib.suppress(OSError, IntermodalError):
+        return open_cgroup(f"intermodal/{cid}").oom_killed()
+    return False
+
+
+def _remove_cgroup(cid: str) -> None:
+    with contextlib.suppress(OSError, IntermodalError):
+        group = open_cgroup(f"intermodal/{cid}")
+        if group.exists():
+            group.delete()
+
+
+def _should_restart(record: ContainerRecord) -> bool:
+    policy = record.host_config.get("RestartPolicy") or {"Name": "no"}
+    name = policy.get("Name", "no")
+    if record.explicitly_stopped or name == "no":
+        return False
+    if name in ("always", "unless-stopped"):
+        return True
+    limit = int(policy.get("MaximumRetryCount") or 0)
+    return record.state["ExitCode"] != 0 and (limit == 0 or record.restart_count < limit)
