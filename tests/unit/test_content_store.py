@@ -92,3 +92,13 @@ def test_concurrent_writers_of_the_same_blob_agree(tmp_path: Path) -> None:
         t.join()
     assert not errors
     assert store.read_bytes(Digest.of_bytes(data)) == data
+
+
+def test_reader_that_stops_at_the_exact_size_still_detects_corruption(tmp_path: Path) -> None:
+    store = ContentStore(tmp_path)
+    digest = store.write_bytes(b"x" * 100)
+    path = store.path(digest)
+    os.chmod(path, 0o644)
+    path.write_bytes(b"y" * 100)
+    with pytest.raises(CorruptContent), store.open(digest) as reader:
+        reader.read(100)

@@ -83,8 +83,8 @@ def assemble(
         ],
     }
     config_bytes = canonical_json(config)
-    config_digest = store.content.write_bytes(config_bytes)
     with store.lease():
+        config_digest = store.content.write_bytes(config_bytes)
         base_layers: tuple[Descriptor, ...] = ()
         base_sizes: list[int] = []
         if base is not None:

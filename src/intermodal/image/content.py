@@ -78,21 +78,28 @@ class IngestWriter:
 
 
 class VerifyingReader:
-    """A file-like reader over a blob that raises CorruptContent at EOF if the bytes do not match the digest."""
+    """A file-like reader over a blob that raises CorruptContent as soon as all of its bytes have been read
+    and they do not match the digest (readers that stop at the exact size never ask for EOF)."""
 
     def __init__(self, path: Path, digest: Digest):
         self._file = open(path, "rb")  # noqa: SIM115 - closed by close()/context manager
+        self._size = os.fstat(self._file.fileno()).st_size
         self._digest = digest
         self._hash = hashlib.sha256()
+        self._read = 0
+        self._checked = False
 
     def read(self, n: int = -1) -> bytes:
         data = self._file.read(n)
         self._hash.update(data)
-        if ((not data and n != 0) or n < 0) and self._hash.hexdigest() != self._digest.hex:
-            raise CorruptContent(
-                f"blob {self._digest} is corrupt (its bytes do not match its digest); "
-                "run `intermodal system check --repair` and re-pull or re-load the image"
-            )
+        self._read += len(data)
+        if not self._checked and (self._read >= self._size or not data):
+            self._checked = True
+            if self._hash.hexdigest() != self._digest.hex:
+                raise CorruptContent(
+                    f"blob {self._digest} is corrupt (its bytes do not match its digest); "
+                    "run `intermodal system check --repair` and re-pull or re-load the image"
+                )
         return data
 
     def readable(self) -> bool:
