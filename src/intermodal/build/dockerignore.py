@@ -127,7 +127,7 @@ def _compile(text: str, exclusion: bool) -> _Pattern:
             out.append(ch)
             kind = "regexp"
         else:
-            out.append("\\^" if ch == "^" else ch)
+            out.append(ch)
         first = False
     regex = None
     if kind == "regexp":

@@ -76,21 +76,21 @@ class _Words:
     """Word splitting that happens after expansion: unquoted spaces from ``$VAR`` split words too."""
 
     def __init__(self) -> None:
-        self.buf: list[str] = []
+        self.buf = ""
         self.words: list[str] = []
         self.in_word = False
 
     def add_char(self, ch: str) -> None:
         if ch in GO_SPACE:
             if self.in_word and self.buf:
-                self.words.append("".join(self.buf))
-                self.buf = []
+                self.words.append(self.buf)
+                self.buf = ""
                 self.in_word = False
         else:
             self.add_raw(ch)
 
     def add_raw(self, s: str) -> None:
-        self.buf.append(s)
+        self.buf += s
         self.in_word = True
 
     def add_string(self, s: str) -> None:
@@ -99,9 +99,9 @@ class _Words:
 
     def get(self) -> list[str]:
         # An empty quoted word ("") never becomes a word, as in BuildKit.
-        if "".join(self.buf):
-            self.words.append("".join(self.buf))
-            self.buf = []
+        if self.buf:
+            self.words.append(self.buf)
+            self.buf = ""
             self.in_word = False
         return self.words
 
