@@ -76,6 +76,18 @@ DOCKER_DEFAULT = tuple(
 )
 
 
+def bounding_set() -> tuple[str, ...]:
+    """The capabilities we may hand out at all: `--privileged` means "all of ours", as dockerd gives all of
+    its own (a root shell without CAP_SYS_RESOURCE cannot grant it, and capset would fail)."""
+    try:
+        with open("/proc/self/status") as f:
+            line = next(line for line in f if line.startswith("CapBnd:"))
+    except (OSError, StopIteration):
+        return ALL
+    bits = int(line.split()[1], 16)
+    return tuple(name for name, number in NUMBERS.items() if bits >> number & 1)
+
+
 def normalize(name: str) -> str:
     """'net_admin', 'NET_ADMIN' and 'CAP_NET_ADMIN' all name the same capability (Docker accepts each)."""
     up = name.upper()

@@ -100,7 +100,7 @@ def resolve_caps(
     adds = {c.upper() for c in cap_add}
     drops = {c.upper() for c in cap_drop}
     if privileged or "ALL" in adds:
-        base = set(capabilities.ALL)
+        base = set(capabilities.bounding_set())
     elif "ALL" in drops:
         base = set()
     else:

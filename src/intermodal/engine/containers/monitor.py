@@ -62,27 +62,41 @@ def launch(root: Path, record: ContainerRecord, paths: Paths, runtime: OciRuntim
         argv,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,  # the long-lived conmon keeps what it inherits: never a pipe we wait on
         pass_fds=(sync_w,),
         env=env,
         start_new_session=True,
     )
     os.close(sync_w)
-    with os.fdopen(sync_r, "rb") as f:
-        reply = f.read()
-    _, stderr = proc.communicate()
-    for line in reply.decode(errors="replace").splitlines():
+    try:
+        message = _read_sync_message(sync_r)
+    finally:
+        os.close(sync_r)
+        proc.wait()
+    if message is None:
+        raise IntermodalError(
+            "conmon exited without reporting the container: see `intermodal logs` for output"
+        )
+    pid = int(message.get("data", -1))
+    if pid > 0:
+        return pid
+    raise runtime_error(runtime.name, "create", str(message.get("message") or ""))
+
+
+def _read_sync_message(fd: int) -> dict[str, object] | None:
+    """conmon writes one JSON object per event on the sync pipe and keeps it open; read just the first."""
+    decoder = json.JSONDecoder()
+    buffer = ""
+    while True:
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return None
+        buffer += chunk.decode(errors="replace")
         try:
-            message = json.loads(line)
+            obj, _ = decoder.raw_decode(buffer.lstrip())
         except ValueError:
             continue
-        pid = int(message.get("data", -1))
-        if pid > 0:
-            return pid
-        raise runtime_error(runtime.name, "create", str(message.get("message") or "")) from None
-    raise IntermodalError(
-        f"conmon failed to start the container: {stderr.decode(errors='replace').strip() or 'no reply'}"
-    )
+        return obj if isinstance(obj, dict) else None
 
 
 def monitor_pid(paths: Paths) -> int:
