@@ -21,7 +21,7 @@ $(STAMP_APT):
 $(STAMP_PIP): $(STAMP_APT) pyproject.toml
 	@test -x $(PY) || /usr/bin/python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --config-settings editable_mode=compat -e '.[dev]'
 	ln -sf $(CURDIR)/$(VENV)/bin/intermodal /usr/local/bin/intermodal
 	@touch $@
 

@@ -24,26 +24,30 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write `data` to `path` so that readers see either the old or the new file, never a partial one."""
+def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644, *, durable: bool = True) -> None:
+    """Write `data` to `path` so that readers see either the old or the new file, never a partial one.
+
+    `durable=False` skips the fsyncs, for files that are regenerated anyway after a crash (bundles)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
-def atomic_write_json(path: Path, obj: Any, mode: int = 0o644) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True).encode() + b"\n", mode)
+def atomic_write_json(path: Path, obj: Any, mode: int = 0o644, *, durable: bool = True) -> None:
+    atomic_write_bytes(path, json.dumps(obj, separators=(",", ":")).encode() + b"\n", mode, durable=durable)
 
 
 def read_json(path: Path, default: Any = None) -> Any:

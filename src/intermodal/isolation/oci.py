@@ -89,7 +89,17 @@ class OciRuntime:
         # (runc's --log/--log-format json, which crun and ours share) to tell them from the workload's output.
         log = bundle / "runtime.log"
         log.unlink(missing_ok=True)
-        argv = [self.binary, "--root", str(self.state_root), "--log", str(log), "--log-format", "json", *args, cid]
+        argv = [
+            self.binary,
+            "--root",
+            str(self.state_root),
+            "--log",
+            str(log),
+            "--log-format",
+            "json",
+            *args,
+            cid,
+        ]
         code = subprocess.run(argv, stdin=fds[0], stdout=fds[1], stderr=fds[2], close_fds=True).returncode
         if code != 0:
             try:
@@ -107,6 +117,8 @@ class OciRuntime:
         )
 
     def delete(self, cid: str, force: bool = True) -> None:
+        if not (self.state_root / cid).exists():
+            return  # never created (or already deleted): skip starting the runtime at all
         self._call("delete", *(["--force"] if force else []), cid, check=False)
 
     def state(self, cid: str) -> dict[str, Any] | None:
@@ -154,3 +166,12 @@ def _messages(output: str) -> list[str]:
         except ValueError:
             out.append(line.strip())
     return [m for m in out if m]
+
+
+def open_runtime(name: str, state_root: Path, scratch: Path) -> OciRuntime:
+    """Our own runtime runs in-process for speed; any other is driven through its command line."""
+    if (name or BUILTIN) == BUILTIN:
+        from intermodal.isolation.builtin import BuiltinRuntime
+
+        return BuiltinRuntime(BUILTIN, state_root, scratch)
+    return OciRuntime(name, state_root, scratch)

@@ -154,7 +154,7 @@ class Runtime:
                 state.pid_start = process_start_time(state.pid) or 0
                 self.store.save(state)
                 if pid_file:
-                    fsutil.atomic_write_bytes(pid_file.absolute(), str(state.pid).encode())
+                    fsutil.atomic_write_bytes(pid_file.absolute(), str(state.pid).encode(), durable=False)
         except BaseException:
             if state.pid:
                 with contextlib.suppress(ProcessLookupError):

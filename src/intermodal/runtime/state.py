@@ -100,7 +100,7 @@ class Store:
         return path
 
     def save(self, state: State) -> None:
-        fsutil.atomic_write_json(self.dir(state.id) / "state.json", asdict(state), mode=0o600)
+        fsutil.atomic_write_json(self.dir(state.id) / "state.json", asdict(state), mode=0o600, durable=False)
 
     def load(self, container_id: str) -> State:
         data = fsutil.read_json(self.dir(container_id) / "state.json")

@@ -40,15 +40,19 @@ def run_foreground(
     interactive: bool,
     terminal: bool,
     on_started: Callable[[int], None],
+    output: Callable[[str, bytes], None] | None = None,
 ) -> int:
-    """Create, start and supervise the container until it exits; returns Docker's exit code."""
+    """Create, start and supervise the container until it exits; returns Docker's exit code.
+
+    `output` receives (stream, bytes) instead of the terminal and the log: a build's RUN step feeds its
+    progress display this way."""
     linux.set_child_subreaper(True)
     pid_file = paths.dir / "pidfile"
     log = LogWriter(paths.log)
     try:
         if terminal:
             return _run_tty(runtime, cid, paths, pid_file, log, interactive, on_started)
-        return _run_pipes(runtime, cid, paths, pid_file, log, interactive, on_started)
+        return _run_pipes(runtime, cid, paths, pid_file, log, interactive, on_started, output)
     finally:
         log.close()
 
@@ -65,6 +69,7 @@ def _run_pipes(
     log: LogWriter,
     interactive: bool,
     on_started: Callable[[int], None],
+    output: Callable[[str, bytes], None] | None,
 ) -> int:
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
@@ -89,6 +94,9 @@ def _run_pipes(
                 if not data:
                     os.close(fd)
                     del streams[fd]
+                    continue
+                if output is not None:
+                    output(name, data)
                     continue
                 sink.write(data)
                 sink.flush()

@@ -64,7 +64,10 @@ def mount_rootfs(images: ImageStore, snapshots: Snapshotter, record: ContainerRe
     for d in (paths.rootfs, paths.upper, paths.work):
         d.mkdir(exist_ok=True)
     desc = snapshots.mount(lowers, paths.upper, paths.work)
-    linux.mount(desc.source, str(paths.rootfs), desc.type, 0, ",".join(desc.options))
+    options = list(desc.options)
+    if record.host_config.get("AutoRemove"):
+        options.append("volatile")  # its writes are thrown away: skip overlayfs' sync on unmount
+    linux.mount(desc.source, str(paths.rootfs), desc.type, 0, ",".join(options))
 
 
 def unmount_rootfs(paths: Paths) -> None:
@@ -129,13 +132,13 @@ def _copy_image_content(rootfs: Path, destination: str, volume_dir: Path) -> Non
 
 def write_etc_files(record: ContainerRecord, paths: Paths) -> None:
     hostname = record.config["Hostname"]
-    atomic_write_bytes(paths.hostname, f"{hostname}\n".encode())
+    atomic_write_bytes(paths.hostname, f"{hostname}\n".encode(), durable=False)
     hosts = (
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
         "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"
     )
-    atomic_write_bytes(paths.hosts, hosts.encode())
-    atomic_write_bytes(paths.resolv, _resolv_conf().encode())
+    atomic_write_bytes(paths.hosts, hosts.encode(), durable=False)
+    atomic_write_bytes(paths.resolv, _resolv_conf().encode(), durable=False)
 
 
 def _resolv_conf() -> str:
@@ -246,7 +249,7 @@ def _load_seccomp(path: str) -> dict[str, Any]:
 
 def write_bundle(spec: dict[str, Any], paths: Paths) -> None:
     paths.bundle.mkdir(exist_ok=True)
-    atomic_write_json(paths.config, spec)
+    atomic_write_json(paths.config, spec, durable=False)
 
 
 def remove_files(paths: Paths) -> None:

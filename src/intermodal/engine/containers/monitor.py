@@ -77,7 +77,7 @@ def launch(root: Path, record: ContainerRecord, paths: Paths, runtime: OciRuntim
         raise IntermodalError(
             "conmon exited without reporting the container: see `intermodal logs` for output"
         )
-    pid = int(message.get("data", -1))
+    pid = int(str(message.get("data", -1)))
     if pid > 0:
         return pid
     raise runtime_error(runtime.name, "create", str(message.get("message") or ""))

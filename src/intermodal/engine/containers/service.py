@@ -31,7 +31,7 @@ from intermodal.engine.images import ImageService
 from intermodal.engine.volumes import VolumeStore, parse_mount_flag, parse_tmpfs_flag, parse_volume_flag
 from intermodal.errors import Conflict, IntermodalError, InvalidArgument
 from intermodal.image.snapshots import Snapshotter
-from intermodal.isolation.oci import OciRuntime
+from intermodal.isolation.oci import OciRuntime, open_runtime
 from intermodal.runtime.cgroups import open_cgroup
 from intermodal.runtime.state import process_start_time
 
@@ -57,7 +57,7 @@ class ContainerService:
         return bundles.Paths(self.store.dir(cid))
 
     def runtime(self, record: ContainerRecord) -> OciRuntime:
-        return OciRuntime(record.runtime, self.root / "run", self.root / "bin")
+        return open_runtime(record.runtime, self.root / "run", self.root / "bin")
 
     def using_image(self, image_id: str) -> list[str]:
         return [r.id for r in self.store.all() if r.image == image_id]
@@ -94,7 +94,7 @@ class ContainerService:
         for t in hc["Tmpfs"]:
             parse_tmpfs_flag(t)
         runtime = hc["Runtime"]
-        OciRuntime(runtime, self.root / "run", self.root / "bin")  # unknown runtime → error now
+        open_runtime(runtime, self.root / "run", self.root / "bin")  # unknown runtime → error now
         name = opts.name.removeprefix("/") or random_name({r.name for r in self.store.all()})
         record = ContainerRecord(
             id=cid,

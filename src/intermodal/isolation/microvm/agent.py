@@ -1,0 +1,168 @@
+"""The guest agent: PID 1 of the micro-VM, a busybox shell script in the initramfs, and the host side of its
+protocol. It mounts the container's rootfs at /newroot, runs each process chrooted there with
+`busybox nsenter -r -w -S -G` (root, cwd, uid, gid: the parts of an OCI process busybox can apply), and
+reports exit codes; the guest's kernel and the agent are all the workload sees besides its image and volumes.
+
+Channels are virtio-serial ports (the host kernel has no vhost-vsock), one host socket each:
+- `ctl`: lines. Host → guest: `run SLOT B64SCRIPT`, `kill SLOT SIGNAL`, `poweroff`.
+  Guest → host: `ready`, `exit SLOT CODE`.
+- per slot (0 is the container's process, 1.. serve `exec`): `inK`, `outK`, `errK` streams, and `ttyK`, a
+  virtconsole port (a real tty, /dev/hvcK) for `process.terminal`.
+A port buffers nothing once its host side has gone, so after a process exits the agent writes the slot's
+random NONCE to its output ports before reporting the exit: the host forwards a stream until it ends with
+the nonce and only then lets the guest power off, so no output is lost at exit."""
+
+from __future__ import annotations
+
+import secrets
+import shlex
+from typing import Any
+
+SLOTS = 4  # the container's process and three concurrent `exec`s
+NEWROOT = "/newroot"
+
+# Applets the agent calls, linked to /bin/busybox in the initramfs.
+APPLETS = (
+    "sh", "mount", "mkdir", "insmod", "cat", "ln", "echo", "base64", "printf", "sleep", "poweroff", "sync",
+    "hostname", "env", "nsenter", "setsid", "setpriv", "kill", "stty", "mknod", "touch", "rm", "ls", "chmod",
+)  # fmt: skip
+
+INIT = r"""#!/bin/sh
+# intermodal guest agent, PID 1 (protocol: intermodal/isolation/microvm/agent.py)
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+for m in /lib/modules/*.ko; do insmod "$m" || echo "agent: cannot load $m" >&2; done
+
+fail() { echo "agent: $*" >&2; poweroff -f; }
+wait_for() { n=0; until [ -e "$1" ]; do n=$((n+1)); [ $n -gt 500 ] && fail "$1 did not appear"; sleep 0.01; done; }
+root_ext4() { wait_for "$1"; mount -t ext4 -o "$2" "$1" /newroot || fail "cannot mount the rootfs"; }
+root_virtiofs() { mount -t virtiofs -o "$2" "$1" /newroot || fail "cannot mount the rootfs"; }
+vol_virtiofs() { mkdir -p "/newroot$2" && mount -t virtiofs -o "$3" "$1" "/newroot$2" || fail "cannot mount $2"; }
+vol_tmpfs() { mkdir -p "/newroot$1" && mount -t tmpfs -o "$2" tmpfs "/newroot$1" || fail "cannot mount $1"; }
+file_bind() {  # engine-managed files (/etc/hosts...) from the initramfs, bound like runc binds them
+    mkdir -p "/newroot${2%/*}"; [ -e "/newroot$2" ] || touch "/newroot$2"
+    mount --bind "/files/$1" "/newroot$2" && { [ "$3" = rw ] || mount -o remount,bind,ro "/newroot$2"; }
+}
+std_mounts() {  # /proc, /sys and a /dev with the OCI default devices only (runtime-spec config-linux.md)
+    mkdir -p /newroot/proc /newroot/sys /newroot/dev
+    mount -t proc proc /newroot/proc
+    mount -t sysfs -o ro,nosuid,nodev,noexec sysfs /newroot/sys
+    mount -t tmpfs -o nosuid,mode=755,size=65536k tmpfs /newroot/dev
+    for d in "null 1 3" "zero 1 5" "full 1 7" "random 1 8" "urandom 1 9" "tty 5 0"; do
+        set -- $d; mknod -m 666 "/newroot/dev/$1" c "$2" "$3"
+    done
+    mkdir -p /newroot/dev/pts /newroot/dev/shm /newroot/dev/mqueue
+    mount -t devpts -o newinstance,ptmxmode=0666,mode=620 devpts /newroot/dev/pts
+    ln -s pts/ptmx /newroot/dev/ptmx
+    mount -t tmpfs -o nosuid,nodev,noexec,size=65536k shm /newroot/dev/shm
+    mount -t mqueue mqueue /newroot/dev/mqueue 2>/dev/null
+    ln -s /proc/self/fd /newroot/dev/fd; ln -s /proc/self/fd/0 /newroot/dev/stdin
+    ln -s /proc/self/fd/1 /newroot/dev/stdout; ln -s /proc/self/fd/2 /newroot/dev/stderr
+}
+ports() {  # name the virtio-serial ports; they appear asynchronously after virtio_console loads
+    n=0
+    while :; do
+        found=0
+        for p in /sys/class/virtio-ports/*; do [ -s "$p/name" ] && found=$((found+1)); done
+        [ $found -ge "$PORTS" ] && break
+        n=$((n+1)); [ $n -gt 500 ] && fail "only $found of $PORTS channels appeared"; sleep 0.01
+    done
+    mkdir -p /ports
+    for p in /sys/class/virtio-ports/*; do
+        name=$(cat "$p/name")
+        case "$name" in
+            tty*) ln -sf "/dev/hvc${name#tty}" "/ports/$name" ;;  # consoles are hvc0.. in port order
+            *) ln -sf "/dev/${p##*/}" "/ports/$name" ;;
+        esac
+    done
+}
+run_slot() {  # $1 slot, $2 base64 of the host's script, which sets NONCE, TTY, STDIN and "$@"
+    echo "$2" | base64 -d > "/run/$1.sh" && . "/run/$1.sh"
+    if [ "$TTY" = 1 ]; then
+        exec 4<>"/ports/tty$1"
+        stty -F "/ports/tty$1" sane 2>/dev/null
+        [ -n "$SIZE" ] && stty -F "/ports/tty$1" $SIZE 2>/dev/null
+        setsid -c "$@" <&4 >&4 2>&4 4>&- 3>&- &
+    else
+        exec 4>"/ports/out$1" 5>"/ports/err$1"
+        "$@" <"$STDIN" >&4 2>&5 4>&- 5>&- 3>&- &
+    fi
+    echo $! > "/run/$1.pid"
+    wait $!
+    code=$?
+    rm -f "/run/$1.pid"
+    printf %s "$NONCE" >&4
+    [ "$TTY" = 1 ] || printf %s "$NONCE" >&5
+    exec 4>&- 5>&-
+    echo "exit $1 $code" >&3
+}
+
+. /config.sh
+mkdir -p /run
+ports
+configure
+exec 3<>/ports/ctl
+echo ready >&3
+while read -r op slot arg <&3; do
+    case "$op" in
+        run) run_slot "$slot" "$arg" & ;;
+        kill) [ -s "/run/$slot.pid" ] && kill "-$arg" "$(cat "/run/$slot.pid")" 2>/dev/null ;;
+        poweroff) break ;;
+    esac
+done
+sync
+poweroff -f
+"""
+
+
+def process_script(process: dict[str, Any], slot: int, *, attach_stdin: bool, nonce: str) -> str:
+    """The shell the agent sources to run one OCI `process` (runtime-spec config.md#process) in `slot`."""
+    user = process.get("user") or {}
+    cwd = process.get("cwd") or "/"
+    env = [e for e in process.get("env") or [] if "=" in e]
+    argv = ["/bin/busybox", "env", "-i", *env]
+    if process.get("noNewPrivileges"):
+        argv += ["/bin/busybox", "setpriv", "--nnp"]
+    argv += [
+        "/bin/busybox", "nsenter", f"-r{NEWROOT}", f"-w{NEWROOT}{cwd}",
+        "-S", str(int(user.get("uid", 0))), "-G", str(int(user.get("gid", 0))), "--", *process["args"],
+    ]  # fmt: skip
+    lines = [
+        f"NONCE={shlex.quote(nonce)}",
+        f"TTY={1 if process.get('terminal') else 0}",
+        f"STDIN=/ports/in{slot}" if attach_stdin else "STDIN=/dev/null",
+        f"mkdir -p {shlex.quote(NEWROOT + cwd)}",
+    ]
+    size = process.get("consoleSize") or {}
+    if size.get("height") and size.get("width"):
+        lines.append(f"SIZE='rows {int(size['height'])} cols {int(size['width'])}'")
+    else:
+        lines.append("SIZE=")
+    for limit in process.get("rlimits") or []:
+        flag = _ULIMIT_FLAGS.get(limit.get("type", ""))
+        if flag:
+            lines.append(f"ulimit -H -{flag} {int(limit['hard'])}; ulimit -S -{flag} {int(limit['soft'])}")
+    lines.append("set -- " + " ".join(shlex.quote(a) for a in argv))
+    return "\n".join(lines) + "\n"
+
+
+_ULIMIT_FLAGS = {  # busybox ash's ulimit letters for the RLIMIT_* names of config.md#posix-process
+    "RLIMIT_NOFILE": "n", "RLIMIT_NPROC": "p", "RLIMIT_CORE": "c", "RLIMIT_STACK": "s", "RLIMIT_FSIZE": "f",
+    "RLIMIT_DATA": "d", "RLIMIT_AS": "v", "RLIMIT_MEMLOCK": "l", "RLIMIT_LOCKS": "w", "RLIMIT_NICE": "e",
+    "RLIMIT_RTPRIO": "r", "RLIMIT_MSGQUEUE": "q", "RLIMIT_SIGPENDING": "i", "RLIMIT_CPU": "t",
+}  # fmt: skip
+
+
+def new_nonce() -> str:
+    """Printable (a shell string cannot hold NUL) and random, so no workload prints it by chance."""
+    return "<<intermodal-eof-" + secrets.token_hex(12) + ">>"
+
+
+def port_names(slots: int = SLOTS) -> list[str]:
+    """Every virtio-serial port in the order QEMU numbers them; `ttyK` ports are consoles (hvcK)."""
+    names = ["ctl"]
+    for k in range(slots):
+        names += [f"in{k}", f"out{k}", f"err{k}"]
+    return names + [f"tty{k}" for k in range(slots)]
