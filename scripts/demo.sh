@@ -22,4 +22,15 @@ loaded=$(intermodal --root "$scratch/root" image inspect -f '{{.Id}}' busybox:la
 echo "original: $original"
 echo "loaded:   $loaded"
 [ "$original" = "$loaded" ] || { echo "round trip changed the image ID" >&2; exit 1; }
+say "run busybox as a container"
+intermodal run --rm --name demo-hello busybox sh -c 'echo "hello from $(hostname), pid $$ in its own namespaces"; uname -r'
+
+say "a detached container: run -d, ps, logs, stop, rm"
+intermodal run -d --name demo-web busybox sh -c 'echo serving; while true; do sleep 1; done' >/dev/null
+intermodal ps
+sleep 0.5
+intermodal logs demo-web
+intermodal stop -t 1 demo-web >/dev/null
+intermodal rm demo-web >/dev/null
+
 say "demo finished"

@@ -263,7 +263,7 @@ def _command_text(record: ContainerRecord, no_trunc: bool) -> str:
     text = " ".join(args)
     if not no_trunc and len(text) > 20:
         text = text[:19] + "…"
-    return json.dumps(text)
+    return json.dumps(text, ensure_ascii=False)
 
 
 def _matches(record: ContainerRecord, filters: tuple[str, ...]) -> bool:
