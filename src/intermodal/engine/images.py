@@ -16,19 +16,20 @@ from intermodal.image.digest import Digest
 from intermodal.image.models import ImageConfig, Manifest
 from intermodal.image.store import ImageRecord, ImageStore
 
-# Set by the container service once it exists: maps an image ID to the containers that use it.
+# Maps an image ID to the containers that use it (rmi and prune must not remove those images).
 ContainersUsing = Callable[[str], list[str]]
 
 
-def _no_containers(image_id: str) -> list[str]:
-    return []
-
-
 class ImageService:
-    def __init__(self, root: Path, containers_using: ContainersUsing = _no_containers):
+    def __init__(self, root: Path, containers_using: ContainersUsing | None = None):
         self.root = root
         self.store = ImageStore(root / "images")
-        self._containers_using = containers_using
+        self._containers_using = containers_using or self._containers_on_disk
+
+    def _containers_on_disk(self, image_id: str) -> list[str]:
+        from intermodal.engine.containers.record import ContainerStore
+
+        return [r.id for r in ContainerStore(self.root).all() if r.image == image_id]
 
     # -- queries --------------------------------------------------------------------------------------------
 

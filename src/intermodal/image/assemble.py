@@ -32,7 +32,9 @@ def store_tar_stream(content: ContentStore, stream: BinaryIO) -> LayerInfo:
     """Store a (possibly compressed) tar stream as a gzip layer blob, computing its diff ID in the same pass."""
     head = stream.read(8)
     tar = open_decompressed(_Prefixed(head, stream), detect_compression(head))
-    first = tar.read(tarfile.BLOCKSIZE)
+    first = b""
+    while len(first) < tarfile.BLOCKSIZE and (chunk := tar.read(tarfile.BLOCKSIZE - len(first))):
+        first += chunk
     try:
         tarfile.TarInfo.frombuf(first, "utf-8", "surrogateescape")
     except tarfile.HeaderError:
@@ -64,8 +66,12 @@ def assemble(
     names: list[str],
     base: ImageRecord | None = None,
     layer_media_type: str = mt.OCI_LAYER_GZIP,
+    author: str = "",
 ) -> ImageRecord:
-    """Write config + manifest for `layers` (on top of `base`'s) and commit the image under `names`."""
+    """Write config + manifest for `layers` (on top of `base`'s) and commit the image under `names`.
+
+    `author` is the config's top-level field (MAINTAINER); layers on top of `base` all use `layer_media_type`.
+    """
     base_config = store.config(base) if base else None
     base_diff_ids = [str(d) for d in base_config.diff_ids] if base_config else []
     base_history = base_config.history if base_config else []
@@ -82,6 +88,8 @@ def assemble(
             for h in history
         ],
     }
+    if author:
+        config["author"] = author
     config_bytes = canonical_json(config)
     with store.lease():
         config_digest = store.content.write_bytes(config_bytes)
