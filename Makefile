@@ -39,8 +39,14 @@ demo: install
 test: install lint
 	$(VENV)/bin/pytest -q tests
 
+# Peers measured beside us; not needed by demo or test.
+BENCH_PACKAGES := podman buildah docker.io
+
 bench: install
-	$(PY) -m bench
+	@if ! dpkg -s $(BENCH_PACKAGES) >/dev/null 2>&1; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(BENCH_PACKAGES); \
+	fi
+	env -u PYTHONDONTWRITEBYTECODE $(PY) -m bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
