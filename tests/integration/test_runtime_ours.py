@@ -29,7 +29,7 @@ def ours(runtime: Any) -> Any:
 def runtime(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, subreaper: None
 ) -> Iterator[Any]:
-    from conftest import OURS, Runtime  # the integration conftest, on sys.path via pytest's rootdir insertion
+    from runtime_harness import OURS, Runtime
 
     rt = Runtime("intermodal", [OURS], tmp_path_factory.mktemp("state"))
     yield rt

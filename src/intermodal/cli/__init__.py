@@ -42,6 +42,8 @@ _COMMANDS = {
     "ps": "containers:ps_cmd",
     "logs": "containers:logs_cmd",
     "container": "containers:container_group",
+    "build": "build:build_cmd",
+    "builder": "build:builder_group",
 }
 
 

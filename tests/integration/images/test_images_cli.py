@@ -6,7 +6,7 @@ import io
 import json
 import tarfile
 
-from conftest import Cli
+from image_cli import Cli
 
 
 def rootfs_tar(files: dict[str, bytes]) -> bytes:

@@ -9,7 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from conftest import INTERMODAL, Cli
+from image_cli import INTERMODAL, Cli
 
 
 def test_bootstrap_is_reproducible(tmp_path: Path) -> None:
