@@ -234,8 +234,11 @@ def context_patterns(patterns: Iterable[str], dockerfile: str = "Dockerfile") ->
     return out
 
 
-def walk(context_dir: str, matcher: Matcher) -> Iterator[str]:
+def walk(context_dir: str, matcher: Matcher, start: str = "") -> Iterator[str]:
     """Yield the included entries of a build context as sorted slash-separated relative paths.
+
+    With ``start`` (a directory relative to the context) only the entries below it are walked, so a
+    ``COPY src/ …`` does not scan the rest of a large context; paths stay relative to the context.
 
     Directories come before their contents. An excluded directory is not entered unless an exception
     pattern could re-include something inside it; if one does, the directory itself is yielded just
@@ -266,4 +269,5 @@ def walk(context_dir: str, matcher: Matcher) -> Iterator[str]:
             if is_dir:
                 yield from scan(entry.path, rel)
 
-    yield from scan(context_dir, "")
+    start = start.strip("/")
+    yield from scan(os.path.join(context_dir, start) if start else context_dir, start)

@@ -44,6 +44,8 @@ _COMMANDS = {
     "container": "containers:container_group",
     "build": "build:build_cmd",
     "builder": "build:builder_group",
+    "network": "networks:network_group",
+    "port": "networks:port_cmd",
 }
 
 

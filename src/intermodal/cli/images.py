@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from intermodal.cli.build import build_cmd as _build_cmd
 from intermodal.cli.output import human_size, print_formatted, print_table, time_ago
 from intermodal.engine.images import ImageService
 from intermodal.errors import IntermodalError, InvalidArgument
@@ -381,3 +382,4 @@ image_group.add_command(images_cmd, "ls")
 for _command in (inspect_cmd, history_cmd, tag_cmd, prune_cmd, save_cmd, load_cmd, import_cmd, bootstrap_cmd):
     image_group.add_command(_command)
 image_group.add_command(rmi_cmd, "rm")
+image_group.add_command(_build_cmd)

@@ -22,7 +22,7 @@ from intermodal.image import mediatypes as mt
 from intermodal.image.content import ContentStore
 from intermodal.image.digest import Digest
 from intermodal.image.layer import apply_layer, open_decompressed
-from intermodal.image.models import ImageConfig, Manifest
+from intermodal.image.models import Descriptor, ImageConfig, Manifest
 
 
 @dataclass(frozen=True)
@@ -55,10 +55,12 @@ class Snapshotter:
 
     def unpack(self, manifest: Manifest, config: ImageConfig) -> list[Path]:
         """Make sure every layer of the image is unpacked; return the lower dirs, bottom layer first."""
+        return self.unpack_layers(list(zip(manifest.layers, config.diff_ids, strict=True)))
+
+    def unpack_layers(self, layers: list[tuple[Descriptor, Digest]]) -> list[Path]:
+        """`unpack` for a stack of (blob descriptor, diff ID) that is not an image yet (a build stage)."""
         dirs = []
-        for layer, diff_id, chain_id in zip(
-            manifest.layers, config.diff_ids, chain_ids(config.diff_ids), strict=True
-        ):
+        for (layer, diff_id), chain_id in zip(layers, chain_ids([d for _, d in layers]), strict=True):
             target = self.layer_dir(chain_id)
             if not target.is_dir():
                 with file_lock(target.parent.with_suffix(".lock")):
@@ -87,6 +89,18 @@ class Snapshotter:
         except BaseException:
             shutil.rmtree(scratch, ignore_errors=True)
             raise
+
+    def adopt(self, chain_id: Digest, directory: Path) -> bool:
+        """Take `directory` (an overlay upper dir whose diff is exactly this layer) as the unpacked layer,
+        so a build's next step stacks on it without unpacking the blob just written. False if one exists."""
+        target = self.layer_dir(chain_id)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with file_lock(target.parent.with_suffix(".lock")):
+            if target.is_dir():
+                return False
+            os.chmod(directory, 0o755)
+            os.rename(directory, target)
+        return True
 
     def mount(self, lowers: list[Path], upper: Path, work: Path) -> Mount:
         """The overlay mount for a container: its own upper/work dirs over the image's layers."""

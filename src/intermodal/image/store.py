@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from intermodal.errors import InvalidArgument, NotFound
-from intermodal.fsutil import atomic_write_json, file_lock, read_json
+from intermodal.fsutil import atomic_write_bytes, atomic_write_json, file_lock, read_json
 from intermodal.image import reference
 from intermodal.image.content import ContentStore
 from intermodal.image.digest import Digest, is_hex_prefix
@@ -54,6 +54,7 @@ class ImageStore:
         self._db_path = root / "images.json"
         self._lock_path = root / "locks" / "images.lock"
         self._lease_path = root / "locks" / "gc.lock"
+        self._pins = root / "pins"
 
     # -- records --------------------------------------------------------------------------------------------
 
@@ -162,9 +163,23 @@ class ImageStore:
             except KeyError:
                 raise NotFound(f"no such image: {manifest}") from None
 
+    def pin(self, name: str, digests: list[Digest]) -> None:
+        """Keep blobs without an image record (a build cache entry's layer) safe from GC until `unpin`.
+
+        Write the pin while holding the lease under which the blobs were written, so GC cannot run between.
+        """
+        atomic_write_bytes(self._pins / name, "".join(f"{d}\n" for d in digests).encode())
+
+    def unpin(self, name: str) -> None:
+        (self._pins / name).unlink(missing_ok=True)
+
     def referenced_blobs(self, images: dict[str, ImageRecord] | None = None) -> set[Digest]:
-        """Every blob reachable from a record (manifest, config, layers); the GC's mark phase."""
+        """Every blob reachable from a record (manifest, config, layers) or a pin; the GC's mark phase."""
         marked: set[Digest] = set()
+        if self._pins.is_dir():
+            for pin in self._pins.iterdir():
+                with contextlib.suppress(FileNotFoundError, InvalidArgument):
+                    marked.update(Digest.parse(line) for line in pin.read_text().split())
         for record in (images if images is not None else self._load()).values():
             marked.add(record.manifest_digest)
             marked.add(record.id)

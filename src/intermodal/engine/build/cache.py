@@ -106,7 +106,12 @@ class BuildCache:
         for path in sorted(self.entries.glob("*.json")) if self.entries.is_dir() else []:
             key = path.stem
             entry = self.get(key)
-            if not all_entries and entry is not None and entry.layer is not None and entry.layer.digest in used:
+            if (
+                not all_entries
+                and entry is not None
+                and entry.layer is not None
+                and entry.layer.digest in used
+            ):
                 continue
             path.unlink(missing_ok=True)
             self.store.unpin(_PIN_PREFIX + key)

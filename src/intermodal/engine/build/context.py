@@ -112,7 +112,9 @@ def _go_glob(pattern: str) -> str:
     return pattern.replace("[^", "[!")
 
 
-def select(root: str, source: str, matcher: Matcher, fail: Callable[[str], Exception]) -> list[tuple[str, str]]:
+def select(
+    root: str, source: str, matcher: Matcher, fail: Callable[[str], Exception]
+) -> list[tuple[str, str]]:
     """The (host path, root-relative path) pairs one COPY source names, globs expanded, symlinks resolved.
 
     A wildcard that matches nothing and a path that does not exist (or is ignored) are errors, as in BuildKit.
