@@ -4,7 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := python3 python3-venv busybox-static skopeo umoci zstd \
 	golang-github-opencontainers-image-spec-dev golang-github-opencontainers-specs-dev \
-	crun runc conmon docker-registry apache2-utils iproute2 debootstrap docker.io
+	crun runc conmon docker-registry apache2-utils iproute2 debootstrap docker.io nftables aardvark-dns
+APT_INSTALL := bash scripts/apt-install.sh
 STAMP_APT := $(VENV)/.apt-stamp
 STAMP_PIP := $(VENV)/.pip-stamp
 
@@ -13,7 +14,7 @@ STAMP_PIP := $(VENV)/.pip-stamp
 $(STAMP_APT):
 	@mkdir -p $(VENV)
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
-		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(APT_PACKAGES); \
+		$(APT_INSTALL) $(APT_PACKAGES); \
 	fi
 	@touch $@
 
@@ -44,7 +45,7 @@ BENCH_PACKAGES := podman buildah docker.io
 
 bench: install
 	@if ! dpkg -s $(BENCH_PACKAGES) >/dev/null 2>&1; then \
-		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(BENCH_PACKAGES); \
+		$(APT_INSTALL) $(BENCH_PACKAGES); \
 	fi
 	env -u PYTHONDONTWRITEBYTECODE $(PY) -m bench
 
