@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import threading
-import zlib
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import BinaryIO, TypeVar, cast
 
 import zstandard
+from isal import isal_zlib
 
 from intermodal.errors import CorruptContent, InvalidArgument, NotFound
 from intermodal.fsutil import file_lock
@@ -39,6 +40,8 @@ MOUNT_SOURCES = "registry-blobs.json"
 PULL_POLICIES = ("missing", "always", "never")
 _CHUNK = 1 << 20
 _DECOMPRESS_STEP = 4 << 20  # bound on decompressed bytes held at once (a layer may be a zip bomb)
+_PROGRESS_INTERVAL = 0.1  # seconds between byte-count updates of one transfer
+_INFLATE_ERROR = cast(type[Exception], isal_zlib.error)  # the stub types it as an instance
 
 
 @dataclass(frozen=True)
@@ -139,7 +142,6 @@ class _Pull:
         self.explicit_platform = explicit_platform
         self.emit = emit
         self.cancelled = threading.Event()
-        self.downloaded = 0
         self._known: dict[Digest, tuple[Digest, int]] | None = None
 
     def run(self) -> ImageRecord:
@@ -252,11 +254,15 @@ class _Pull:
                             hasher.update(chunk)
                             remaining -= len(chunk)
 
+                shown = 0.0
+
                 def write(chunk: bytes) -> None:
+                    nonlocal shown
                     w.write(chunk)
                     hasher.update(chunk)
-                    self.downloaded += len(chunk)
-                    self.emit(short, "Downloading", w.offset, desc.size)
+                    if time.monotonic() - shown > _PROGRESS_INTERVAL:
+                        shown = time.monotonic()
+                        self.emit(short, "Downloading", w.offset, desc.size)
 
                 self.client.download_blob(
                     self.ref.repository, desc.digest, w.offset, desc.size, write, self.cancelled
@@ -513,7 +519,8 @@ def _check_diff_id(hasher: _DiffHasher, desc: Descriptor, diff_id: Digest) -> in
 class _DiffHasher:
     """Decompresses a layer as its bytes arrive and hashes the tar stream (the diff ID, config.md) in the
     same pass as the download. Compression is sniffed from the magic bytes, like containerd, because media
-    types sometimes lie. A decoding error is kept for `finish`: the blob digest decides first whether the
+    types sometimes lie. gzip goes through ISA-L (`isal`), which inflates 2-4x faster than zlib: that pass is
+    most of a pull's CPU time. A decoding error is kept for `finish`: the blob digest decides first whether the
     bytes are damaged in transit or the image itself is bad."""
 
     def __init__(self) -> None:
@@ -522,7 +529,7 @@ class _DiffHasher:
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._kind: str | None = None
-        self._gunzip: zlib._Decompress | None = None
+        self._gunzip: isal_zlib.Decompress | None = None
         self._members = 0
         self._zstd: zstandard.ZstdDecompressionWriter | None = None
         self.error: Exception | None = None
@@ -536,8 +543,8 @@ class _DiffHasher:
         return len(data)
 
     def update(self, data: bytes) -> None:
-        """Take bytes as they come off the network; inflate them in 1 MiB batches, because zlib costs twice
-        as much per byte when fed the 64 KiB pieces a socket read gives."""
+        """Take bytes as they come off the network; inflate them in 1 MiB batches (fewer calls per byte
+        than the 64 KiB pieces a socket read gives)."""
         if self.error is not None:
             return
         self._pending.append(data)
@@ -554,7 +561,7 @@ class _DiffHasher:
             self._start(detect_compression(data))
         try:
             self._feed(data)
-        except (zlib.error, zstandard.ZstdError) as e:
+        except (_INFLATE_ERROR, zstandard.ZstdError) as e:
             self.error = e
 
     def _start(self, kind: str) -> None:
@@ -581,7 +588,7 @@ class _DiffHasher:
                     data = data.lstrip(b"\0")
                     if not data:
                         return
-                self._gunzip = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                self._gunzip = isal_zlib.decompressobj(16 + isal_zlib.MAX_WBITS)
                 self._members += 1
             z = self._gunzip
             while True:
