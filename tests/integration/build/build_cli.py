@@ -28,7 +28,10 @@ class BuildCli:
             capture_output=True, env=env, input=input, timeout=300, cwd=cwd,
         )  # fmt: skip
         result = subprocess.CompletedProcess(
-            proc.args, proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
+            proc.args,
+            proc.returncode,
+            proc.stdout.decode(errors="replace"),
+            proc.stderr.decode(errors="replace"),
         )
         if check and proc.returncode != 0:
             raise AssertionError(f"intermodal {' '.join(args)} exited {proc.returncode}: {result.stderr}")

@@ -34,7 +34,7 @@ def test_copy_from_and_target_build_only_needed_stages(cli: BuildCli, ctx: Path)
         "FROM busybox AS app\n"
         "COPY --from=gen /gen.txt /srv/\n"
         "COPY page.html /srv/\n"
-        "CMD [\"cat\", \"/srv/gen.txt\", \"/srv/page.html\"]\n"
+        'CMD ["cat", "/srv/gen.txt", "/srv/page.html"]\n'
         "FROM broken AS last\n",
         **{"page.html": "<p>hi</p>\n"},
     )
@@ -53,14 +53,14 @@ def test_env_arg_workdir_user_shell_apply_to_later_steps(cli: BuildCli, ctx: Pat
         "ARG GREETING=hi\n"
         "ENV TARGET=world DIR=/work\n"
         "WORKDIR $DIR\n"
-        "RUN echo \"$GREETING $TARGET\" > out.txt && pwd >> out.txt\n"
+        'RUN echo "$GREETING $TARGET" > out.txt && pwd >> out.txt\n'
         "WORKDIR sub\n"
         "RUN pwd > /work/pwd.txt\n"
         "USER nobody\n"
         "RUN id -u > /tmp/uid.txt\n"
         "USER root\n"
-        "SHELL [\"/bin/sh\", \"-ec\"]\n"
-        "RUN echo \"$0 $-\" > /work/shell.txt\n"
+        'SHELL ["/bin/sh", "-ec"]\n'
+        'RUN echo "$0 $-" > /work/shell.txt\n'
         "COPY a.txt $DIR/copied-${TARGET}.txt\n",
         **{"a.txt": "A\n"},
     )
@@ -79,19 +79,19 @@ def test_image_config_and_history_like_buildkit(cli: BuildCli, ctx: Path) -> Non
         ctx,
         "FROM busybox\n"
         "MAINTAINER someone@example.com\n"
-        "LABEL org.example.a=1 \"b c\"=\"two words\"\n"
+        'LABEL org.example.a=1 "b c"="two words"\n'
         "ENV A=1\n"
         "ENV B=$A-2\n"
         "EXPOSE 80 53/udp 8000-8001\n"
         "VOLUME /data\n"
-        "VOLUME [\"/cache\"]\n"
+        'VOLUME ["/cache"]\n'
         "WORKDIR /app\n"
         "USER nobody:nogroup\n"
         "STOPSIGNAL SIGQUIT\n"
         "HEALTHCHECK --interval=30s --retries=3 CMD wget -q localhost || exit 1\n"
-        "SHELL [\"/bin/sh\", \"-xc\"]\n"
+        'SHELL ["/bin/sh", "-xc"]\n'
         "ONBUILD RUN echo triggered\n"
-        "ENTRYPOINT [\"/bin/echo\"]\n"
+        'ENTRYPOINT ["/bin/echo"]\n'
         "RUN true\n",
     )
     cli.build(ctx, "-t", "cfg:1", "--label", "from-cli=yes")
@@ -120,7 +120,7 @@ def test_image_config_and_history_like_buildkit(cli: BuildCli, ctx: Path) -> Non
     by = [h["created_by"] for h in history]
     assert by[0] == "MAINTAINER someone@example.com"
     assert "ENV B=1-2" in by
-    assert "ENTRYPOINT [\"/bin/echo\"]" in by
+    assert 'ENTRYPOINT ["/bin/echo"]' in by
     assert "EXPOSE map[53/udp:{} 80/tcp:{} 8000/tcp:{} 8001/tcp:{}]" in by
     assert by[-1] == "RUN /bin/sh -xc true # buildkit"
     assert history[-1].get("empty_layer") is True  # `RUN true` changed nothing
@@ -162,7 +162,10 @@ def test_heredocs_for_run_and_copy(cli: BuildCli, ctx: Path) -> None:
 def test_context_from_stdin_tar_dockerfile_only_and_iidfile(cli: BuildCli, ctx: Path, tmp_path: Path) -> None:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, data in (("Dockerfile", b"FROM busybox\nCOPY hello.txt /\n"), ("hello.txt", b"from a tar\n")):
+        for name, data in (
+            ("Dockerfile", b"FROM busybox\nCOPY hello.txt /\n"),
+            ("hello.txt", b"from a tar\n"),
+        ):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
