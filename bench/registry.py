@@ -13,9 +13,9 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import os
 import random
 import re
+import resource
 import shutil
 import socket
 import statistics
@@ -148,10 +148,16 @@ def _skopeo(*args: str) -> None:
     subprocess.run(["unshare", "-m", "sh", "-c", script, "skopeo", *args], check=True, capture_output=True)
 
 
-def _timed(action: Callable[[], object]) -> float:
+def _timed(who: str, action: Callable[..., object], *args: object) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one run: ours in this process, skopeo as a child. CPU time is the
+    steadier figure on a shared machine; wall time is what a user waits."""
+    kind = resource.RUSAGE_SELF if who == "ours" else resource.RUSAGE_CHILDREN
+    before = resource.getrusage(kind)
     started = time.perf_counter()
-    action()
-    return time.perf_counter() - started
+    action(*args)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(kind)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def _oci_layout(store: ImageStore, record: ImageRecord, target: Path) -> None:
@@ -193,32 +199,31 @@ def _run(work: Path) -> None:
     _oci_layout(store, record, layout)
     print(f"registry: image of {LAYERS} layers, {mb:.0f} MB compressed, {record.size / 1e6:.0f} MB unpacked")
 
-    push_ours, push_skopeo = [], []
-    for run in range(RUNS):
+    results: dict[tuple[str, str], list[tuple[float, float]]] = {
+        (op, who): [] for op in ("pull", "push") for who in ("ours", "skopeo")
+    }
+    for run in range(RUNS):  # each push into an empty registry, ours and skopeo alternating
         with _registry(work / f"push-ours-{run}") as (host, _):
             name = f"{host}/bench/image:1"
             store.tag("bench/image:1", name)
             (source / "images" / distribution.MOUNT_SOURCES).unlink(missing_ok=True)
-            push_ours.append(_timed(lambda: distribution.push(source, name)))  # noqa: B023
+            results["push", "ours"].append(_timed("ours", distribution.push, source, name))
         with _registry(work / f"push-skopeo-{run}") as (host, _):
             target = f"docker://{host}/bench/image:1"
-            push_skopeo.append(
-                _timed(lambda: _skopeo("copy", "--dest-tls-verify=false", f"oci:{layout}:t", target))
-            )  # noqa: B023
+            copy = ("copy", "--dest-tls-verify=false", f"oci:{layout}:t", target)
+            results["push", "skopeo"].append(_timed("skopeo", _skopeo, *copy))
 
-    pull_ours, pull_skopeo = [], []
     with _registry(work / "pull") as (host, log):
         name = f"{host}/bench/image:1"
         store.tag("bench/image:1", name)
         distribution.push(source, name)
         for run in range(RUNS):
             root = work / f"pull-ours-{run}"
-            pull_ours.append(_timed(lambda: distribution.pull(root, name)))  # noqa: B023
+            results["pull", "ours"].append(_timed("ours", distribution.pull, root, name))
             shutil.rmtree(root)
             dest = work / f"pull-skopeo-{run}"
-            pull_skopeo.append(
-                _timed(lambda: _skopeo("copy", "--src-tls-verify=false", f"docker://{name}", f"oci:{dest}:t"))  # noqa: B023
-            )
+            copy = ("copy", "--src-tls-verify=false", f"docker://{name}", f"oci:{dest}:t")
+            results["pull", "skopeo"].append(_timed("skopeo", _skopeo, *copy))
             shutil.rmtree(dest)
 
         offset = _log_offset(log)
@@ -238,11 +243,16 @@ def _run(work: Path) -> None:
         shared_got, _ = _blob_traffic(log, offset)
         fifth = len(other[4][0]) + store.content.size(store.manifest(second).config.digest)
 
-    rows = [("pull", pull_ours, pull_skopeo), ("push", push_ours, push_skopeo)]
-    print(f"{'':6}{'ours s':>9}{'skopeo s':>10}{'ours MB/s':>11}{'skopeo MB/s':>13}{'ratio':>7}")
-    for label, ours, theirs in rows:
-        a, b = statistics.median(ours), statistics.median(theirs)
-        print(f"{label:6}{a:9.2f}{b:10.2f}{mb / a:11.0f}{mb / b:13.0f}{b / a:7.2f}")
+    print(
+        f"{'median of ' + str(RUNS):14}{'ours s':>8}{'skopeo s':>10}{'ours MB/s':>11}{'skopeo MB/s':>13}",
+        end="",
+    )
+    print(f"{'ratio':>7}{'ours cpu s':>12}{'skopeo cpu s':>14}")
+    for op in ("pull", "push"):
+        ours = [statistics.median(x) for x in zip(*results[op, "ours"], strict=True)]
+        theirs = [statistics.median(x) for x in zip(*results[op, "skopeo"], strict=True)]
+        print(f"{op:14}{ours[0]:8.2f}{theirs[0]:10.2f}{mb / ours[0]:11.0f}{mb / theirs[0]:13.0f}", end="")
+        print(f"{theirs[0] / ours[0]:7.2f}{ours[1]:12.2f}{theirs[1]:14.2f}")
     print(f"re-push: {repush_uploads} upload requests at the registry, {again.uploaded} blob bytes sent")
     print(f"shared-layer pull: {shared_got} blob bytes downloaded (fifth layer + config = {fifth})")
 
