@@ -168,7 +168,8 @@ class ImageStore:
 
         Write the pin while holding the lease under which the blobs were written, so GC cannot run between.
         """
-        atomic_write_bytes(self._pins / name, "".join(f"{d}\n" for d in digests).encode())
+        # Not fsynced: losing a pin in a crash lets GC take the blob, and its holder then sees a miss.
+        atomic_write_bytes(self._pins / name, "".join(f"{d}\n" for d in digests).encode(), durable=False)
 
     def unpin(self, name: str) -> None:
         (self._pins / name).unlink(missing_ok=True)

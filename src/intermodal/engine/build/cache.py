@@ -68,6 +68,7 @@ class BuildCache:
         layer = entry.layer
         if layer is not None:
             self.store.pin(_PIN_PREFIX + key, [layer.digest])
+        # Not fsynced: a lost entry is a cache miss, and the blob it names was made durable on its own.
         atomic_write_json(
             self.entries / f"{key}.json",
             {
@@ -82,6 +83,7 @@ class BuildCache:
                     "unpacked_size": layer.unpacked_size,
                 },
             },
+            durable=False,
         )
 
     def mount_dir(self, mount_id: str) -> Path:

@@ -64,7 +64,8 @@ class FileIndex:
 
     def save(self) -> None:
         if self.path is not None and self._dirty:
-            atomic_write_bytes(self.path, json.dumps(self._entries, separators=(",", ":")).encode())
+            data = json.dumps(self._entries, separators=(",", ":")).encode()
+            atomic_write_bytes(self.path, data, durable=False)  # a lost cache only means hashing again
             self._dirty = False
 
 

@@ -24,7 +24,7 @@ from intermodal.engine.build.fs import StepFs
 from intermodal.engine.containers.attach import run_foreground
 from intermodal.engine.containers.userdb import resolve_user
 from intermodal.errors import IntermodalError, InvalidArgument
-from intermodal.isolation.oci import OciRuntime
+from intermodal.isolation.oci import open_runtime
 from intermodal.runtime import spec as oci
 from intermodal.runtime.rootfs import open_in_root
 
@@ -262,7 +262,7 @@ def run_step(
     fd = os.open(paths.config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(spec, f)  # 0600: a secret's env= value may be in it; the step dir is removed afterwards
-    runtime = OciRuntime(runtime_name, state_root / "run", state_root / "bin")
+    runtime = open_runtime(runtime_name, state_root / "run", state_root / "bin")
     cid = f"build-{secrets.token_hex(8)}"
     with mount_stubs(fs, mounts.targets):
         try:
