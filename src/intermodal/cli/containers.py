@@ -72,6 +72,11 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--runtime", default="", help="Runtime to use: intermodal (default), crun, runc or a path."
         ),
+        click.option(
+            "--isolation", default="", help="Isolation: default (namespaces) or vm (a QEMU micro-VM)."
+        ),
+        click.option("--vm-accel", default="", help="VM accelerator: kvm, tcg or auto (default)."),
+        click.option("--vm-kernel", default="", help="Guest kernel for --isolation=vm (vmlinux or vmlinuz)."),
         click.option("--log-opt", multiple=True, help="Log driver options (max-size, max-file)."),
         click.option("--ulimit", multiple=True, help="Ulimit options."),
         click.option("--userns", default="", help="User namespace to use."),
@@ -91,7 +96,8 @@ def _options(image: str, command: tuple[str, ...], kw: dict[str, Any]) -> RunOpt
         cpus=kw["cpus"], cpu_shares=kw["cpu_shares"], pids_limit=kw["pids_limit"], cpuset_cpus=kw["cpuset_cpus"],
         volumes=list(kw["volume"]), mounts=list(kw["mount"]), tmpfs=list(kw["tmpfs"]), read_only=kw["read_only"],
         privileged=kw["privileged"], cap_add=list(kw["cap_add"]), cap_drop=list(kw["cap_drop"]),
-        security_opt=list(kw["security_opt"]), runtime=kw["runtime"], log_opts=list(kw["log_opt"]),
+        security_opt=list(kw["security_opt"]), runtime=kw["runtime"], isolation=kw["isolation"],
+        vm_accel=kw["vm_accel"], vm_kernel=kw["vm_kernel"], log_opts=list(kw["log_opt"]),
         ulimits=list(kw["ulimit"]), userns=kw["userns"],
     )  # fmt: skip
 

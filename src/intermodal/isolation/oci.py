@@ -16,6 +16,8 @@ from intermodal.errors import CannotInvoke, CommandNotFound, IntermodalError, In
 from intermodal.fsutil import atomic_write_bytes
 
 BUILTIN = "intermodal"
+VM = "vm"  # the micro-VM runtime (isolation/microvm), also chosen by --isolation=vm
+_OURS = {BUILTIN: "intermodal-runtime", VM: "intermodal-vm-runtime"}
 
 
 def _is_hybrid_cgroup() -> bool:
@@ -33,12 +35,12 @@ class OciRuntime:
 
     @staticmethod
     def _binary(name: str, scratch: Path) -> str:
-        if name == BUILTIN:
-            path = Path(sys.executable).with_name("intermodal-runtime")
+        if name in _OURS:
+            path = Path(sys.executable).with_name(_OURS[name])
             if not path.exists():
-                found = shutil.which("intermodal-runtime")
+                found = shutil.which(_OURS[name])
                 if not found:
-                    raise NotFound("intermodal-runtime is not installed: reinstall intermodal (make install)")
+                    raise NotFound(f"{_OURS[name]} is not installed: reinstall intermodal (make install)")
                 path = Path(found)
             return str(path)
         found = name if "/" in name else shutil.which(name)

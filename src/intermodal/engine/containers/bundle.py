@@ -225,9 +225,16 @@ def build_spec(record: ContainerRecord, paths: Paths, mounts: list[dict[str, Any
         mounts=oci_mounts,
         linux_resources=resources,
         cgroups_path=f"intermodal/{record.id}",
-        annotations={"org.opencontainers.image.ref.name": record.image_name},
+        annotations={"org.opencontainers.image.ref.name": record.image_name, **_vm_annotations(hc)},
     )
     return spec
+
+
+def _vm_annotations(hc: dict[str, Any]) -> dict[str, str]:
+    from intermodal.isolation.microvm import ANNOTATION_ACCEL, ANNOTATION_KERNEL
+
+    values = {ANNOTATION_ACCEL: hc.get("VmAccel") or "", ANNOTATION_KERNEL: hc.get("VmKernel") or ""}
+    return {k: v for k, v in values.items() if v}
 
 
 def _load_seccomp(path: str) -> dict[str, Any]:

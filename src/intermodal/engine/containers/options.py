@@ -52,6 +52,9 @@ class RunOptions:
     cap_drop: list[str] = field(default_factory=list)
     security_opt: list[str] = field(default_factory=list)
     runtime: str = ""
+    isolation: str = ""  # "vm": run in a micro-VM (same as --runtime vm)
+    vm_accel: str = ""
+    vm_kernel: str = ""
     log_opts: list[str] = field(default_factory=list)
     ulimits: list[str] = field(default_factory=list)
     userns: str = ""
@@ -208,7 +211,7 @@ def host_config(opts: RunOptions) -> dict[str, Any]:
         "LogConfig": {"Type": "k8s-file", "Config": log_config},
         "RestartPolicy": restart,
         "AutoRemove": opts.auto_remove,
-        "Runtime": opts.runtime or "intermodal",
+        **vm_config(opts),
         "Init": opts.init,
         "Memory": memory,
         "MemorySwap": swap,
@@ -223,4 +226,25 @@ def host_config(opts: RunOptions) -> dict[str, Any]:
         "SecurityOpt": list(opts.security_opt) or None,
         "Ulimits": list(opts.ulimits) or None,
         "UsernsMode": opts.userns,
+    }
+
+
+def vm_config(opts: RunOptions) -> dict[str, Any]:
+    """Runtime and Isolation (`--isolation=vm` is `--runtime vm`), and the VM's accelerator and kernel."""
+    if opts.isolation not in ("", "default", "process", "vm"):
+        raise InvalidArgument(f"invalid --isolation {opts.isolation!r}: use default or vm")
+    if opts.isolation == "vm" and opts.runtime not in ("", "vm"):
+        raise InvalidArgument(f"conflicting options: --isolation=vm and --runtime {opts.runtime}")
+    runtime = "vm" if opts.isolation == "vm" else opts.runtime or "intermodal"
+    if runtime != "vm" and (opts.vm_accel or opts.vm_kernel):
+        raise InvalidArgument("--vm-accel and --vm-kernel need --isolation=vm")
+    if opts.vm_accel not in ("", "auto", "kvm", "tcg"):
+        raise InvalidArgument(f"invalid --vm-accel {opts.vm_accel!r}: use kvm, tcg or auto")
+    if opts.vm_kernel and not os.path.exists(opts.vm_kernel):
+        raise InvalidArgument(f"invalid --vm-kernel {opts.vm_kernel}: no such file or directory")
+    return {
+        "Runtime": runtime,
+        "Isolation": "vm" if runtime == "vm" else "",
+        "VmAccel": opts.vm_accel or ("auto" if runtime == "vm" else ""),
+        "VmKernel": os.path.abspath(opts.vm_kernel) if opts.vm_kernel else "",
     }

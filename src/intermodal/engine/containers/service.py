@@ -30,6 +30,7 @@ from intermodal.engine.containers.record import (
 from intermodal.engine.images import ImageService
 from intermodal.engine.volumes import VolumeStore, parse_mount_flag, parse_tmpfs_flag, parse_volume_flag
 from intermodal.errors import Conflict, IntermodalError, InvalidArgument
+from intermodal.fsutil import read_json
 from intermodal.image.snapshots import Snapshotter
 from intermodal.isolation.oci import OciRuntime, open_runtime
 from intermodal.runtime.cgroups import open_cgroup
@@ -78,6 +79,8 @@ class ContainerService:
         image_config = self.images.config(image).config
         cid = self.store.new_id()
         config = container_config(opts, image_config, cid)
+        if not (opts.isolation or opts.runtime):
+            opts.isolation = (read_json(self.root / "config.json", {}) or {}).get("isolation", "")
         hc = host_config(opts)
         for v in hc["Binds"]:
             request = parse_volume_flag(v)

@@ -1,2 +1,6 @@
 """The micro-VM backend: an OCI runtime (`intermodal-vm-runtime`, runc's command line) that runs a bundle in
 a QEMU `-M microvm` guest, as Kata Containers does. The engine drives it exactly like a namespaces runtime."""
+
+# Bundle annotations (config.md#annotations) carrying `--vm-accel` and `--vm-kernel` to the runtime.
+ANNOTATION_ACCEL = "org.intermodal.vm.accel"
+ANNOTATION_KERNEL = "org.intermodal.vm.kernel"

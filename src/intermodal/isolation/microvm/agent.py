@@ -7,7 +7,9 @@ Channels are virtio-serial ports (the host kernel has no vhost-vsock), one host 
 - `ctl`: lines. Host → guest: `run SLOT B64SCRIPT`, `kill SLOT SIGNAL`, `poweroff`.
   Guest → host: `ready`, `exit SLOT CODE`.
 - per slot (0 is the container's process, 1.. serve `exec`): `inK`, `outK`, `errK` streams, and `ttyK`, a
-  virtconsole port (a real tty, /dev/hvcK) for `process.terminal`.
+  virtconsole port (a real tty in the guest, /dev/hvcN) when the process wants a terminal.
+Only ctl and slot 0's ports exist at boot: each port costs the guest ≈0.1 s to add under TCG, so the
+shim hot-plugs an exec slot's ports the first time the slot is used.
 A port buffers nothing once its host side has gone, so after a process exits the agent writes the slot's
 random NONCE to its output ports before reporting the exit: the host forwards a stream until it ends with
 the nonce and only then lets the guest power off, so no output is lost at exit."""
@@ -31,6 +33,7 @@ INIT = r"""#!/bin/sh
 # intermodal guest agent, PID 1 (protocol: intermodal/isolation/microvm/agent.py)
 export PATH=/bin
 mount -t proc proc /proc
+case "$(cat /proc/cmdline)" in *intermodal.debug*) set -x ;; esac
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 for m in /lib/modules/*.ko; do insmod "$m" || echo "agent: cannot load $m" >&2; done
@@ -61,47 +64,44 @@ std_mounts() {  # /proc, /sys and a /dev with the OCI default devices only (runt
     ln -s /proc/self/fd /newroot/dev/fd; ln -s /proc/self/fd/0 /newroot/dev/stdin
     ln -s /proc/self/fd/1 /newroot/dev/stdout; ln -s /proc/self/fd/2 /newroot/dev/stderr
 }
-ports() {  # name the virtio-serial ports; they appear asynchronously after virtio_console loads
-    n=0
-    while :; do
-        found=0
-        for p in /sys/class/virtio-ports/*; do [ -s "$p/name" ] && found=$((found+1)); done
-        [ $found -ge "$PORTS" ] && break
-        n=$((n+1)); [ $n -gt 500 ] && fail "only $found of $PORTS channels appeared"; sleep 0.01
-    done
-    mkdir -p /ports
+link_ports() {  # name the virtio-serial ports that have appeared; fails while one of "$@" is missing
     for p in /sys/class/virtio-ports/*; do
-        name=$(cat "$p/name")
-        case "$name" in
-            tty*) ln -sf "/dev/hvc${name#tty}" "/ports/$name" ;;  # consoles are hvc0.. in port order
-            *) ln -sf "/dev/${p##*/}" "/ports/$name" ;;
-        esac
+        [ -s "$p/name" ] && [ -e "/dev/${p##*/}" ] && ln -sf "/dev/${p##*/}" "/ports/$(cat "$p/name")"
+    done
+    for name in "$@"; do [ -e "$name" ] || [ -e "/ports/$name" ] || return 1; done
+}
+need_ports() {  # ports appear asynchronously (after virtio_console loads, or when hot-plugged)
+    n=0
+    until link_ports "$@"; do
+        n=$((n+1)); [ $n -gt 1000 ] && { echo "agent: channels $* did not appear" >&2; return 1; }; sleep 0.01
     done
 }
-run_slot() {  # $1 slot, $2 base64 of the host's script, which sets NONCE, TTY, STDIN and "$@"
-    echo "$2" | base64 -d > "/run/$1.sh" && . "/run/$1.sh"
-    if [ "$TTY" = 1 ]; then
-        exec 4<>"/ports/tty$1"
-        stty -F "/ports/tty$1" sane 2>/dev/null
-        [ -n "$SIZE" ] && stty -F "/ports/tty$1" $SIZE 2>/dev/null
+run_slot() {  # $1 slot, $2 base64 of the host's script, which sets NONCE, TTY, STDIN, SIZE and "$@"
+    k=$1
+    echo "$2" | base64 -d > "/run/$k.sh" && . "/run/$k.sh"
+    if [ -n "$TTY" ]; then need=$TTY; else need="out$k err$k ${STDIN#/ports/}"; fi
+    need_ports $need || { echo "exit $k 125" >&3; return; }
+    if [ -n "$TTY" ]; then
+        exec 4<>"$TTY"
+        stty -F "$TTY" sane $SIZE 2>/dev/null
         setsid -c "$@" <&4 >&4 2>&4 4>&- 3>&- &
     else
-        exec 4>"/ports/out$1" 5>"/ports/err$1"
+        exec 4>"/ports/out$k" 5>"/ports/err$k"
         "$@" <"$STDIN" >&4 2>&5 4>&- 5>&- 3>&- &
     fi
-    echo $! > "/run/$1.pid"
+    echo $! > "/run/$k.pid"
     wait $!
     code=$?
-    rm -f "/run/$1.pid"
+    rm -f "/run/$k.pid"
     printf %s "$NONCE" >&4
-    [ "$TTY" = 1 ] || printf %s "$NONCE" >&5
+    [ -n "$TTY" ] || printf %s "$NONCE" >&5
     exec 4>&- 5>&-
-    echo "exit $1 $code" >&3
+    echo "exit $k $code" >&3
 }
 
 . /config.sh
-mkdir -p /run
-ports
+mkdir -p /run /ports
+need_ports ctl || fail "no channel to the host"
 configure
 exec 3<>/ports/ctl
 echo ready >&3
@@ -117,8 +117,11 @@ poweroff -f
 """
 
 
-def process_script(process: dict[str, Any], slot: int, *, attach_stdin: bool, nonce: str) -> str:
-    """The shell the agent sources to run one OCI `process` (runtime-spec config.md#process) in `slot`."""
+def process_script(
+    process: dict[str, Any], slot: int, *, attach_stdin: bool, nonce: str, tty: str = ""
+) -> str:
+    """The shell the agent sources to run one OCI `process` (runtime-spec config.md#process) in `slot`;
+    `tty` is the guest's console device for a terminal process."""
     user = process.get("user") or {}
     cwd = process.get("cwd") or "/"
     env = [e for e in process.get("env") or [] if "=" in e]
@@ -131,19 +134,24 @@ def process_script(process: dict[str, Any], slot: int, *, attach_stdin: bool, no
     ]  # fmt: skip
     lines = [
         f"NONCE={shlex.quote(nonce)}",
-        f"TTY={1 if process.get('terminal') else 0}",
+        f"TTY={tty}",
         f"STDIN=/ports/in{slot}" if attach_stdin else "STDIN=/dev/null",
         f"mkdir -p {shlex.quote(NEWROOT + cwd)}",
     ]
     size = process.get("consoleSize") or {}
-    if size.get("height") and size.get("width"):
-        lines.append(f"SIZE='rows {int(size['height'])} cols {int(size['width'])}'")
-    else:
-        lines.append("SIZE=")
+    rows, cols = int(size.get("height") or 0), int(size.get("width") or 0)
+    lines.append(f"SIZE='rows {rows} cols {cols}'" if rows and cols else "SIZE=")
     for limit in process.get("rlimits") or []:
         flag = _ULIMIT_FLAGS.get(limit.get("type", ""))
         if flag:
-            lines.append(f"ulimit -H -{flag} {int(limit['hard'])}; ulimit -S -{flag} {int(limit['soft'])}")
+            soft, hard = _ulimit_value(limit["soft"]), _ulimit_value(limit["hard"])
+            # soft first when lowering, hard, then soft again when raising; the guest's root may do both
+            lines.append(
+                " ".join(
+                    f"ulimit -{w} -{flag} {v} 2>/dev/null;"
+                    for w, v in (("S", soft), ("H", hard), ("S", soft))
+                )
+            )
     lines.append("set -- " + " ".join(shlex.quote(a) for a in argv))
     return "\n".join(lines) + "\n"
 
@@ -155,14 +163,17 @@ _ULIMIT_FLAGS = {  # busybox ash's ulimit letters for the RLIMIT_* names of conf
 }  # fmt: skip
 
 
+def _ulimit_value(value: int) -> str:
+    return "unlimited" if int(value) >= 2**63 else str(int(value))
+
+
 def new_nonce() -> str:
     """Printable (a shell string cannot hold NUL) and random, so no workload prints it by chance."""
     return "<<intermodal-eof-" + secrets.token_hex(12) + ">>"
 
 
-def port_names(slots: int = SLOTS) -> list[str]:
-    """Every virtio-serial port in the order QEMU numbers them; `ttyK` ports are consoles (hvcK)."""
-    names = ["ctl"]
-    for k in range(slots):
-        names += [f"in{k}", f"out{k}", f"err{k}"]
-    return names + [f"tty{k}" for k in range(slots)]
+def port_names(slot: int, *, terminal: bool, stdin: bool) -> list[str]:
+    """A slot's ports: a console (hvc) port `ttyK` for a terminal, else `outK`, `errK` and maybe `inK`."""
+    if terminal:
+        return [f"tty{slot}"]
+    return [*([f"in{slot}"] if stdin else []), f"out{slot}", f"err{slot}"]

@@ -1,0 +1,92 @@
+"""The guest's initramfs, written by our code as a cpio "newc" archive (the format the kernel unpacks,
+Documentation/driver-api/early-userspace/buffer-format.rst): static busybox, the virtio modules and the
+agent. It is cached under a hash of those inputs. Each VM appends a second small archive with its own
+configuration; the kernel unpacks concatenated archives in order."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+from collections.abc import Iterable
+from pathlib import Path
+
+from intermodal.errors import NotFound
+from intermodal.fsutil import atomic_write_bytes
+from intermodal.isolation.microvm import agent
+from intermodal.isolation.microvm.kernel import Kernel
+
+BUSYBOX = "/bin/busybox"
+_FORMAT = "1"  # bump when the layout below changes
+
+
+class Archive:
+    """An in-memory newc archive: directories, files and symlinks, owned by root."""
+
+    def __init__(self) -> None:
+        self._data = bytearray()
+        self._ino = 1
+
+    def _entry(self, name: str, mode: int, data: bytes = b"") -> None:
+        encoded = name.encode() + b"\0"
+        fields = (self._ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(encoded), 0)
+        self._ino += 1
+        self._data += b"070701" + b"".join(b"%08X" % f for f in fields) + encoded
+        self._data += b"\0" * (-len(self._data) % 4) + data
+        self._data += b"\0" * (-len(self._data) % 4)
+
+    def directory(self, name: str) -> None:
+        self._entry(name, stat.S_IFDIR | 0o755)
+
+    def file(self, name: str, data: bytes, mode: int = 0o644) -> None:
+        self._entry(name, stat.S_IFREG | mode, data)
+
+    def symlink(self, name: str, target: str) -> None:
+        self._entry(name, stat.S_IFLNK | 0o777, target.encode())
+
+    def finish(self) -> bytes:
+        self._entry("TRAILER!!!", 0)
+        return bytes(self._data) + b"\0" * (-len(self._data) % 512)
+
+
+def base_image(kernel: Kernel, cache_dir: Path) -> Path:
+    """The shared initramfs for `kernel`, built once per set of inputs."""
+    if not os.path.exists(BUSYBOX):
+        raise NotFound(f"{BUSYBOX} is missing: install Debian's busybox-static (the guest's userland)")
+    busybox = Path(BUSYBOX).read_bytes()
+    modules = [(m.name, m.read_bytes()) for m in kernel.modules]
+    digest = hashlib.sha256(_FORMAT.encode() + agent.INIT.encode() + " ".join(agent.APPLETS).encode())
+    digest.update(hashlib.sha256(busybox).digest())
+    for name, data in modules:
+        digest.update(name.encode() + hashlib.sha256(data).digest())
+    path = cache_dir / f"base-{digest.hexdigest()[:24]}.cpio"
+    if path.exists():
+        return path
+    archive = Archive()
+    for d in ("bin", "dev", "proc", "sys", "run", "newroot", "files", "lib", "lib/modules"):
+        archive.directory(d)
+    archive.file("bin/busybox", busybox, 0o755)
+    for applet in agent.APPLETS:
+        archive.symlink(f"bin/{applet}", "busybox")
+    for i, (name, data) in enumerate(modules):
+        archive.file(f"lib/modules/{i:02d}-{name}", data)
+    archive.file("init", agent.INIT.encode(), 0o755)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, archive.finish())
+    for stale in cache_dir.glob("base-*.cpio"):
+        if stale != path:
+            stale.unlink(missing_ok=True)
+    return path
+
+
+def vm_image(base: Path, config: str, files: Iterable[tuple[str, bytes, int]], dest: Path) -> Path:
+    """`base` followed by this VM's archive: /config.sh and the files bound into the rootfs (/files/NAME)."""
+    archive = Archive()
+    archive.file("config.sh", config.encode(), 0o644)
+    for name, data, mode in files:
+        archive.file(f"files/{name}", data, mode)
+    with open(base, "rb") as src, open(dest, "wb") as out:
+        shutil.copyfileobj(src, out)
+        out.write(archive.finish())
+    return dest

@@ -1,0 +1,496 @@
+"""The shim: the process `create` leaves behind and whose PID the engine waits on, as it waits on a
+container's init. It boots QEMU (and a virtiofsd per share), waits for `start` on the exec fifo, has the
+agent run the process, pumps its stdio between our own fds and the guest's ports, forwards the signals it
+receives, and exits with the workload's exit code (128+N for a signal) once the guest has powered off.
+QEMU and virtiofsd die with it (PR_SET_PDEATHSIG), so a `kill -9` of the shim leaves nothing running."""
+
+from __future__ import annotations
+
+import array
+import base64
+import contextlib
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from intermodal.isolation.microvm import agent, qemu
+from intermodal.isolation.microvm.bundle import Plan, Share
+from intermodal.runtime import sys as linux
+
+VIRTIOFSD = "/usr/lib/qemu/virtiofsd"
+DRAIN_SECONDS = 5.0  # after the exit report, how long output may keep arriving before we power off anyway
+# Signals the shim passes on to the workload; the rest keep their default action or are ours.
+_NOT_FORWARDED = {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD, signal.SIGPIPE, signal.SIGURG, signal.SIGWINCH,
+                  signal.SIGTTIN, signal.SIGTTOU, signal.SIGTSTP}  # fmt: skip
+FORWARDED = tuple(s for s in signal.Signals if s not in _NOT_FORWARDED and s < signal.SIGRTMIN)
+
+
+# -- sockets under long paths ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def short_path(path: Path) -> Iterator[str]:
+    """`path` spelled through an O_PATH fd of its directory: sun_path holds only 108 bytes."""
+    fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
+
+
+def listen(path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with short_path(path) as p:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(p)
+        sock.bind(p)
+    sock.listen(4)
+    return sock
+
+
+def connect(path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with short_path(path) as p:
+        sock.connect(p)
+    return sock
+
+
+def port_socket(state_dir: Path, name: str) -> Path:
+    return state_dir / f"{name}.sock"
+
+
+class Stream:
+    """One output stream of a guest process: passes bytes through until the slot's nonce, which the agent
+    writes after the process has exited (agent.py), and drops the nonce itself."""
+
+    def __init__(self, nonce: str):
+        self.nonce = nonce.encode()
+        self.pending = b""
+        self.done = False
+
+    def feed(self, data: bytes) -> bytes:
+        if self.done:
+            return b""
+        buf = self.pending + data
+        at = buf.find(self.nonce)
+        if at >= 0:
+            self.done, self.pending = True, b""
+            return buf[:at]
+        # Hold back only a tail that could be the start of the nonce, so interactive output is not delayed.
+        keep = next((n for n in range(min(len(buf), len(self.nonce) - 1), 0, -1)
+                     if self.nonce.startswith(buf[-n:])), 0)  # fmt: skip
+        self.pending = buf[len(buf) - keep :]
+        return buf[: len(buf) - keep]
+
+    def flush(self) -> bytes:
+        """What is left when the stream ends without its nonce (the guest died)."""
+        rest, self.pending = self.pending, b""
+        return rest
+
+
+def write_all(fd: int, data: bytes) -> None:
+    with contextlib.suppress(BrokenPipeError):
+        while data:
+            data = data[os.write(fd, data) :]
+
+
+def run_request(
+    slot: int, process: dict[str, object], *, attach_stdin: bool, nonce: str, tty: str = ""
+) -> bytes:
+    script = agent.process_script(process, slot, attach_stdin=attach_stdin, nonce=nonce, tty=tty)
+    return f"run {slot} {base64.b64encode(script.encode()).decode()}\n".encode()
+
+
+def _pdeathsig() -> None:
+    linux.set_pdeathsig(signal.SIGKILL)
+
+
+class Shim:
+    def __init__(self, state_dir: Path, plan: Plan, *, attach_stdin: bool):
+        self.dir = state_dir
+        self.plan = plan
+        self.terminal = bool(plan.process.get("terminal"))
+        self.attach_stdin = attach_stdin or self.terminal
+        self.sel = selectors.DefaultSelector()
+        self.helpers: list[subprocess.Popen[bytes]] = []
+        self.qemu: subprocess.Popen[bytes] | None = None
+        self.ready = self.started = self.run_sent = False
+        self.code: int | None = None
+        self.exit_seen_at = 0.0
+        self.poweroff_sent_at = 0.0
+        self.nonce = agent.new_nonce()
+        self.streams: dict[socket.socket, tuple[int, Stream]] = {}
+        self.stdin_sock: socket.socket | None = None
+        self.execs: dict[int, socket.socket] = {}  # slot → the `exec` client waiting for its exit code
+        self.ctl_buf = b""
+        self.signals: list[int] = []
+        self.ports: set[str] = set()
+        self.consoles = 0  # console ports get /dev/hvc0, hvc1... in the order they are added
+        self.ttys: dict[int, str] = {0: "/dev/hvc0"}
+        self.qmp_buf = b""
+        self.qmp_ready = False
+
+    # -- boot ---------------------------------------------------------------------------------------------
+
+    def _virtiofsd(self, share: Share) -> socket.socket:
+        """One virtiofsd per share, sandboxed into its directory; returns QEMU's end of its socket."""
+        path = self.dir / f"fs-{share.tag}.sock"
+        listener = listen(path)
+        argv = [VIRTIOFSD, f"--fd={listener.fileno()}", "-o", f"source={share.source}", "-o", "cache=auto",
+                "-o", "log_level=err", "--rlimit-nofile=0", "--thread-pool-size=4"]  # fmt: skip
+        with open(self.dir / f"virtiofsd-{share.tag}.log", "ab") as log:
+            self.helpers.append(
+                subprocess.Popen(
+                    argv,
+                    pass_fds=(listener.fileno(),),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    preexec_fn=_pdeathsig,
+                )  # fmt: skip
+            )
+        listener.close()
+        return connect(path)
+
+    def boot(self) -> None:
+        shares = list(self.plan.shares)
+        if self.plan.rootfs_transport == "virtiofs":
+            shares.insert(0, Share("rootfs", self.plan.rootfs, self.plan.root_readonly))
+        fs = {s.tag: self._virtiofsd(s) for s in shares}
+        names = ["ctl", *agent.port_names(0, terminal=self.terminal, stdin=self.attach_stdin)]
+        listeners = {name: listen(port_socket(self.dir, name)) for name in names}
+        self.ports.update(names)
+        self.consoles = int(self.terminal)
+        self.ctl = connect(port_socket(self.dir, "ctl"))
+        if self.terminal:
+            self.streams[connect(port_socket(self.dir, "tty0"))] = (1, Stream(self.nonce))
+        else:
+            self.streams[connect(port_socket(self.dir, "out0"))] = (1, Stream(self.nonce))
+            self.streams[connect(port_socket(self.dir, "err0"))] = (2, Stream(self.nonce))
+        if self.attach_stdin:
+            self.stdin_sock = (
+                next(iter(self.streams)) if self.terminal else connect(port_socket(self.dir, "in0"))
+            )
+        self.qmp, qmp_qemu = socket.socketpair()
+        machine = qemu.Machine(
+            kernel=Path(self.plan.kernel), initrd=Path(self.plan.initrd), memory_mib=self.plan.memory_mib,
+            cpus=self.plan.cpus, accel=self.plan.accel,
+            rootfs_image=Path(self.plan.rootfs_image) if self.plan.rootfs_image else None,
+            port_fds={n: s.fileno() for n, s in listeners.items()},
+            virtiofs_fds={t: s.fileno() for t, s in fs.items()}, qmp_fd=qmp_qemu.fileno(),
+            console_log=self.dir / "console.log", debug=bool(os.environ.get("INTERMODAL_VM_DEBUG")),
+        )  # fmt: skip
+        with open(self.dir / "qemu.log", "ab") as log:
+            self.qemu = subprocess.Popen(
+                machine.argv(), pass_fds=machine.pass_fds(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                preexec_fn=_pdeathsig,
+            )  # fmt: skip
+        for s in (*listeners.values(), *fs.values(), qmp_qemu):
+            s.close()
+        pids = {"qemu": self.qemu.pid, "helpers": [h.pid for h in self.helpers]}
+        (self.dir / "pids.json").write_text(json.dumps(pids))
+
+    # -- the loop ------------------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        for s in FORWARDED:
+            signal.signal(s, lambda n, _f: self.signals.append(n))
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        fifo = self.dir / "exec.fifo"
+        fifo_fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fifo_keep = os.open(fifo, os.O_WRONLY | os.O_CLOEXEC)  # so the fifo never reads EOF
+        try:
+            self.boot()
+        except (OSError, ValueError) as e:
+            return self._fail(f"cannot boot the VM: {e}")
+        assert self.qemu is not None
+        server = listen(self.dir / "shim.sock")
+        qemu_fd = os.pidfd_open(self.qemu.pid)
+        self.sel.register(wake_r, selectors.EVENT_READ, "wake")
+        self.sel.register(fifo_fd, selectors.EVENT_READ, "start")
+        self.sel.register(self.ctl, selectors.EVENT_READ, "ctl")
+        self.sel.register(server, selectors.EVENT_READ, "server")
+        self.sel.register(qemu_fd, selectors.EVENT_READ, "qemu")
+        for sock in self.streams:
+            self.sel.register(sock, selectors.EVENT_READ, "out")
+        if self.attach_stdin:
+            os.set_blocking(0, False)
+            self.sel.register(0, selectors.EVENT_READ, "stdin")
+        while True:
+            timeout = None
+            if self.code is not None and not self.poweroff_sent_at:
+                timeout = max(0.0, self.exit_seen_at + DRAIN_SECONDS - time.monotonic())
+            elif self.poweroff_sent_at:
+                timeout = max(0.0, self.poweroff_sent_at + DRAIN_SECONDS - time.monotonic())
+            events = self.sel.select(timeout)
+            for key, _ in events:
+                what = key.data
+                if what == "wake":
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(wake_r, 512)
+                elif what == "start":
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(fifo_fd, 512)
+                    self.started = True
+                    self.sel.unregister(fifo_fd)
+                    os.close(fifo_fd)
+                    os.close(fifo_keep)
+                    with contextlib.suppress(FileNotFoundError):
+                        fifo.unlink()
+                    self._maybe_run()
+                elif what == "ctl":
+                    self._on_ctl()
+                elif what == "out":
+                    self._on_output(key.fileobj)  # type: ignore[arg-type]
+                elif what == "stdin":
+                    self._on_stdin()
+                elif what == "server":
+                    conn, _ = server.accept()
+                    self.sel.register(conn, selectors.EVENT_READ, "client")
+                elif what == "client":
+                    self._on_client(key.fileobj)  # type: ignore[arg-type]
+                elif what == "qemu":
+                    return self._finish()
+            self._deliver_signals()
+            if self.code is not None and not self.poweroff_sent_at:
+                drained = all(stream.done for _, stream in self.streams.values())
+                if drained or time.monotonic() > self.exit_seen_at + DRAIN_SECONDS:
+                    self._send(b"poweroff\n")
+                    self.poweroff_sent_at = time.monotonic()
+            elif self.poweroff_sent_at and time.monotonic() > self.poweroff_sent_at + DRAIN_SECONDS:
+                self.qemu.kill()
+
+    def _send(self, line: bytes) -> None:
+        with contextlib.suppress(OSError):
+            self.ctl.sendall(line)
+
+    def _maybe_run(self) -> None:
+        if self.ready and self.started and not self.run_sent:
+            self.run_sent = True
+            self._send(run_request(0, self.plan.process, attach_stdin=self.attach_stdin and not self.terminal,
+                                   nonce=self.nonce, tty="/dev/hvc0" if self.terminal else ""))  # fmt: skip
+
+    # -- hot-plugged exec ports (QMP, docs/interop/qmp-spec.rst) -------------------------------------------
+
+    def _qmp(self, execute: str, arguments: dict[str, object] | None = None, fd: int | None = None) -> object:
+        if not self.qmp_ready:
+            self.qmp_ready = True
+            self._qmp_reply()  # the greeting
+            self._qmp("qmp_capabilities")
+        message = json.dumps({"execute": execute, **({"arguments": arguments} if arguments else {})}).encode()
+        if fd is None:
+            self.qmp.sendall(message + b"\n")
+        else:
+            self.qmp.sendmsg(
+                [message + b"\n"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))]
+            )
+        return self._qmp_reply()
+
+    def _qmp_reply(self) -> object:
+        while True:
+            while b"\n" not in self.qmp_buf:
+                data = self.qmp.recv(65536)
+                if not data:
+                    raise OSError("QEMU closed its monitor")
+                self.qmp_buf += data
+            line, self.qmp_buf = self.qmp_buf.split(b"\n", 1)
+            reply = json.loads(line)
+            if "error" in reply:
+                raise OSError(reply["error"].get("desc", "QMP error"))
+            if "return" in reply or "QMP" in reply:
+                return reply.get("return")
+
+    def open_slot(self, slot: int, *, terminal: bool, stdin: bool) -> str:
+        """Make sure `slot` has the ports this process needs; returns its console device, if any."""
+        tty = ""
+        for name in agent.port_names(slot, terminal=terminal, stdin=stdin):
+            if name not in self.ports:
+                listener = listen(port_socket(self.dir, name))
+                try:
+                    self._qmp("getfd", {"fdname": name}, fd=listener.fileno())
+                finally:
+                    listener.close()
+                backend = {"type": "socket", "data": {"addr": {"type": "fd", "data": {"str": name}},
+                                                      "server": True, "wait": False}}  # fmt: skip
+                self._qmp("chardev-add", {"id": f"p-{name}", "backend": backend})
+                self._qmp("device_add", {"driver": qemu.port_driver(name), "id": f"d-{name}",
+                                         "chardev": f"p-{name}", "name": name})  # fmt: skip
+                self.ports.add(name)
+                if name.startswith("tty"):
+                    self.consoles += 1
+                    self.ttys[slot] = f"/dev/hvc{self.consoles - 1}"
+            if name.startswith("tty"):
+                tty = self.ttys[slot]
+        return tty
+
+    def _on_ctl(self) -> None:
+        try:
+            data = self.ctl.recv(65536)
+        except OSError:
+            data = b""
+        if not data:
+            self.sel.unregister(self.ctl)
+            return
+        self.ctl_buf += data
+        while b"\n" in self.ctl_buf:
+            line, self.ctl_buf = self.ctl_buf.split(b"\n", 1)
+            words = line.decode(errors="replace").split()
+            if words == ["ready"]:
+                self.ready = True
+                self._maybe_run()
+            elif len(words) == 3 and words[0] == "exit":
+                slot, code = int(words[1]), int(words[2])
+                if slot == 0:
+                    self.code = code
+                    self.exit_seen_at = time.monotonic()
+                elif slot in self.execs:
+                    client = self.execs.pop(slot)
+                    with contextlib.suppress(OSError):
+                        client.sendall(f"exit {code}\n".encode())
+
+    def _on_output(self, sock: socket.socket) -> None:
+        fd, stream = self.streams[sock]
+        try:
+            data = sock.recv(65536)
+        except OSError:
+            data = b""
+        if not data:
+            self.sel.unregister(sock)
+            write_all(fd, stream.flush())
+            stream.done = True
+            return
+        write_all(fd, stream.feed(data))
+
+    def _on_stdin(self) -> None:
+        try:
+            data = os.read(0, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        assert self.stdin_sock is not None
+        if data:
+            with contextlib.suppress(OSError):
+                self.stdin_sock.sendall(data)
+            return
+        self.sel.unregister(0)
+        if not self.terminal:
+            with contextlib.suppress(OSError):
+                self.stdin_sock.shutdown(socket.SHUT_WR)  # QEMU drops the port; the guest reads EOF
+
+    def _on_client(self, conn: socket.socket) -> None:
+        """`exec` clients: `open SLOT tty|notty stdin|nostdin` (we answer `ok [TTYDEV]`), `run SLOT B64`
+        (relayed as is; we answer `exit CODE`) and `kill SLOT SIG`."""
+        try:
+            data = conn.recv(1 << 20)
+        except OSError:
+            data = b""
+        if not data:
+            self.sel.unregister(conn)
+            for slot, client in list(self.execs.items()):
+                if client is conn:
+                    self._send(f"kill {slot} 9\n".encode())
+                    del self.execs[slot]
+            conn.close()
+            return
+        for line in data.splitlines():
+            words = line.split()
+            if len(words) == 4 and words[0] == b"open" and self.run_sent and self.code is None:
+                try:
+                    tty = self.open_slot(
+                        int(words[1]), terminal=words[2] == b"tty", stdin=words[3] == b"stdin"
+                    )
+                    reply = f"ok {tty}\n".encode()
+                except OSError as e:
+                    reply = f"error cannot add the exec channels: {e}\n".encode()
+                with contextlib.suppress(OSError):
+                    conn.sendall(reply)
+            elif len(words) == 3 and words[0] == b"run" and self.run_sent and self.code is None:
+                self.execs[int(words[1])] = conn
+                self._send(line + b"\n")
+            elif len(words) == 3 and words[0] == b"kill":
+                self._send(line + b"\n")
+            else:
+                with contextlib.suppress(OSError):
+                    conn.sendall(b"error the container is not running\n")
+
+    def _deliver_signals(self) -> None:
+        while self.signals:
+            signum = self.signals.pop(0)
+            if self.run_sent and self.code is None:
+                self._send(f"kill 0 {signum}\n".encode())
+            elif not self.run_sent:
+                # Not started yet: the signal ends the container before its process ever ran.
+                self.code = 128 + signum
+                self.exit_seen_at = time.monotonic()
+                for _, stream in self.streams.values():
+                    stream.done = True
+
+    # -- the end -------------------------------------------------------------------------------------------
+
+    def _finish(self) -> int:
+        assert self.qemu is not None
+        status = self.qemu.wait()
+        for sock, (fd, stream) in self.streams.items():
+            with contextlib.suppress(OSError):
+                sock.setblocking(False)
+                while data := sock.recv(65536):
+                    write_all(fd, stream.feed(data))
+            if not stream.done:
+                write_all(fd, stream.flush())
+        self._stop_helpers()
+        if self.code is not None:
+            return self.code
+        return self._fail(self._reason(status), code=128 - status if status < 0 else 255)
+
+    def _stop_helpers(self) -> None:
+        deadline = time.monotonic() + 1.0
+        for h in self.helpers:
+            try:
+                h.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                h.kill()
+                h.wait()
+
+    def _reason(self, status: int) -> str:
+        """Why the VM ended without an exit report: QEMU killed, the guest kernel panicked, the agent failed."""
+        if status < 0:
+            return f"the VM's QEMU process was killed by signal {-status}"
+        console = _tail(self.dir / "console.log")
+        panic = next((line for line in console if "Kernel panic" in line), "")
+        if panic:
+            return f"the guest kernel panicked: {panic.strip()}"
+        agent_lines = [line.strip() for line in console if line.startswith("agent: ")]
+        if agent_lines:
+            return f"the guest agent failed: {agent_lines[-1].removeprefix('agent: ')}"
+        qemu_log = [line.strip() for line in _tail(self.dir / "qemu.log") if line.strip()]
+        detail = qemu_log[-1] if qemu_log else (console[-1].strip() if console else "no output")
+        return f"the VM stopped before its process exited (QEMU exit status {status}): {detail}"
+
+    def _fail(self, reason: str, code: int = 255) -> int:
+        write_all(2, f"intermodal-vm-runtime: {reason}\n".encode())
+        with contextlib.suppress(OSError):
+            (self.dir / "exit-reason").write_text(reason + "\n")
+        if self.qemu and self.qemu.poll() is None:
+            self.qemu.kill()
+        for h in self.helpers:
+            if h.poll() is None:
+                h.kill()
+        return code
+
+
+def _tail(path: Path, size: int = 16384) -> list[str]:
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.path.getsize(path) - size))
+            return f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return []
