@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := python3 python3-venv busybox-static skopeo umoci zstd \
 	golang-github-opencontainers-image-spec-dev golang-github-opencontainers-specs-dev \
-	crun runc conmon docker-registry apache2-utils iproute2 debootstrap docker.io nftables aardvark-dns
+	crun runc conmon docker-registry apache2-utils iproute2 debootstrap docker.io nftables aardvark-dns buildah
 APT_INSTALL := bash scripts/apt-install.sh
 STAMP_APT := $(VENV)/.apt-stamp
 STAMP_PIP := $(VENV)/.pip-stamp

@@ -4,7 +4,7 @@ Three cases, medians of RUNS runs with min-max: (a) cold build (fresh state root
 (b) no-op rebuild (everything cached), (c) rebuild after changing the content of one copied file.
 The context is half incompressible (random) and half text, in 40 files.
 
-buildah is configured for this machine (shared/guide/machine.md): `--isolation oci`, a private
+buildah is configured for this machine (shared/guide/machine.md): `--isolation oci` with runc (crun 1.8 refuses hybrid cgroups), a private
 `--root/--runroot`, a containers.conf with default_ulimits the caller's hard limit allows, `--layers` so it
 caches like `docker build`, and its blob-info cache shadowed by a tmpfs (in a private mount namespace) so
 no run remembers blobs from another. Both builders start from the same busybox image (ours, saved and
@@ -112,7 +112,18 @@ class Buildah:
 
     def build(self, context: Path) -> float:
         return run(
-            self._argv("bud", "--isolation", "oci", "--layers", "-q", "-t", "bench", str(context)),
+            self._argv(
+                "bud",
+                "--isolation",
+                "oci",
+                "--runtime",
+                "runc",
+                "--layers",
+                "-q",
+                "-t",
+                "bench",
+                str(context),
+            ),
             env=self.env,
         )
 
