@@ -14,13 +14,14 @@ import contextlib
 import ipaddress
 import json
 import random
+import re
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpcore
 import httpx
@@ -39,6 +40,7 @@ MANIFEST_TYPES = (mt.OCI_INDEX, mt.DOCKER_MANIFEST_LIST, mt.OCI_MANIFEST, mt.DOC
 MANIFEST_LIMIT = 4 << 20
 # Blobs up to this size go up in one PUT; bigger ones in PATCH chunks of this size, each a resume point.
 UPLOAD_CHUNK = 32 << 20
+_PIECE = 1 << 20
 ATTEMPTS = 4
 BACKOFF = 0.25  # seconds before the first retry; doubles each time
 TIMEOUT = httpx.Timeout(connect=5.0, read=60.0, write=60.0, pool=60.0)
@@ -352,53 +354,62 @@ class RegistryClient:
         location: str | None = None,
         progress: Callable[[int], None] = lambda n: None,
     ) -> None:
-        """Upload a blob file: one PUT when small (spec "Monolithic upload"), else PATCH chunks with
-        Content-Range then a closing PUT (spec "Chunked upload"). A failed chunk asks the registry how much
-        it has (GET on the session, `Range: 0-N`) and continues from there; the registry checks the digest.
-        """
+        """Upload a blob file, streamed from disk: one PUT when small (spec "Monolithic upload"), else PATCH
+        chunks with Content-Range then a closing PUT (spec "Chunked upload"). After a failure the registry is
+        asked how much it holds (GET on the session, `Range: 0-N`) and the upload continues from there; the
+        registry checks the digest at the end. `progress` gets byte deltas (negative when rewinding)."""
         location = location or self.start_upload(repository)
         what = f"uploading {digest} to {self.registry}/{repository}"
-        offset = 0
+        offset = 0  # bytes the registry has acknowledged
+        sent = 0  # bytes reported to `progress`
         failures = 0
+
+        def report(n: int) -> None:
+            nonlocal sent
+            sent += n
+            progress(n)
+
         with open(path, "rb") as f:
             while True:
                 try:
-                    if size <= UPLOAD_CHUNK and offset == 0:
-                        data = f.read()
-                        resp = self._put_blob(location, digest, data, attempts=1)
-                        self._check(resp, what)
-                        progress(len(data))
+                    if offset == 0 and size <= UPLOAD_CHUNK:
+                        self._check(self._put_blob(location, digest, f, size, report), what)
                         return
                     if offset >= size:
-                        self._check(self._put_blob(location, digest, b"", attempts=1), what)
+                        self._check(self._put_blob(location, digest, f, 0, report), what)
                         return
-                    data = f.read(UPLOAD_CHUNK)
+                    n = min(UPLOAD_CHUNK, size - offset)
                     headers = {
                         "Content-Type": "application/octet-stream",
-                        "Content-Range": f"{offset}-{offset + len(data) - 1}",
+                        "Content-Length": str(n),
+                        "Content-Range": f"{offset}-{offset + n - 1}",
                     }
-                    resp = self._send("PATCH", location, content=data, headers=headers, attempts=1)
+                    body = _read_pieces(f, n, report)
+                    resp = self._send("PATCH", location, content=body, headers=headers, attempts=1)
                     self._check(resp, what)
                     location = self._location(resp)
-                    offset += len(data)
-                    progress(len(data))
+                    offset += n
                     failures = 0
-                except RegistryError as e:
+                except (RegistryError, httpx.StreamError) as e:
+                    # StreamError: the body was already streamed when a challenge asked to send it again.
                     failures += 1
-                    if e.http_status < 500 or failures >= ATTEMPTS:
+                    if isinstance(e, RegistryError) and e.http_status < 500 or failures >= ATTEMPTS:
                         raise
                     self._backoff(failures)
                     resumed = self._upload_status(location)
                     if resumed is None:
                         location, resumed = self.start_upload(repository), 0
-                    progress(resumed - offset)
                     offset = resumed
+                    report(offset - sent)
                     f.seek(offset)
 
-    def _put_blob(self, location: str, digest: Digest, data: bytes, attempts: int) -> httpx.Response:
+    def _put_blob(
+        self, location: str, digest: Digest, f: BinaryIO, n: int, report: Callable[[int], None]
+    ) -> httpx.Response:
         url = httpx.URL(location).copy_merge_params({"digest": str(digest)})
-        headers = {"Content-Type": "application/octet-stream"}
-        return self._send("PUT", str(url), content=data, headers=headers, attempts=attempts)
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(n)}
+        body = _read_pieces(f, n, report)
+        return self._send("PUT", str(url), content=body, headers=headers, attempts=1)
 
     def _upload_status(self, location: str) -> int | None:
         """How many bytes an upload session holds (spec "Getting upload status"), None if it is gone."""
@@ -408,8 +419,22 @@ class RegistryClient:
             return None
         if resp.status_code != 204:
             return None
-        end = resp.headers.get("range", "").rpartition("-")[2]
-        return int(end) + 1 if end.isdigit() else 0
+        # `Range: 0-<last byte>`. distribution writes "0-0" both for an empty session and for one holding a
+        # single byte; like containerd, read it as empty.
+        match = re.fullmatch(r"(?:bytes=)?0-(\d+)", resp.headers.get("range", "").strip())
+        end = int(match[1]) if match else 0
+        return end + 1 if end else 0
+
+
+def _read_pieces(f: BinaryIO, n: int, report: Callable[[int], None]) -> Iterator[bytes]:
+    """`n` bytes of `f` as a request body, 1 MiB at a time, reporting each piece as it goes out."""
+    while n > 0:
+        data = f.read(min(_PIECE, n))
+        if not data:
+            raise CorruptContent(f"{getattr(f, 'name', 'blob')} is shorter than its recorded size")
+        n -= len(data)
+        report(len(data))
+        yield data
 
 
 class Cancelled(Exception):

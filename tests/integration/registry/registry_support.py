@@ -333,7 +333,8 @@ class FaultProxy:
     cuts: dict[str, Cut] = field(default_factory=dict)
     corrupt: set[str] = field(default_factory=set)  # blob digests whose bytes get flipped
     manifests: dict[str, bytes] = field(default_factory=dict)  # path suffix -> replacement body
-    failures: dict[str, list[int]] = field(default_factory=dict)  # path suffix -> statuses to answer first
+    # regex on "METHOD path" -> what to do with the next matching requests: a status to answer, None to forward
+    failures: dict[str, list[int | None]] = field(default_factory=dict)
     log: list[ProxyLog] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -372,9 +373,12 @@ class FaultProxy:
         length = int(h.headers.get("Content-Length") or 0)
         body = h.rfile.read(length) if length else b""
         path = h.path.split("?", 1)[0]
-        statuses = next((s for suffix, s in self.failures.items() if path.endswith(suffix) and s), None)
-        if statuses:
-            status = statuses.pop(0)
+        request = f"{h.command} {path}"
+        statuses = next(
+            (s for pattern, s in self.failures.items() if re.search(pattern, request) and s), None
+        )
+        status = statuses.pop(0) if statuses else None
+        if status is not None:
             error = json.dumps(
                 {"errors": [{"code": "UNAVAILABLE", "message": f"injected {status}"}]}
             ).encode()

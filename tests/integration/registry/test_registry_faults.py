@@ -143,12 +143,12 @@ def test_a_manifest_not_matching_the_requested_digest_is_refused(proxy: FaultPro
 
 def test_5xx_is_retried_and_4xx_is_not(proxy: FaultProxy, tmp_path: Path) -> None:
     name, record, layer = _pushed(proxy, tmp_path / "a", "retry/app")
-    proxy.failures["/manifests/1"] = [503, 502]
-    proxy.failures[f"/blobs/{layer.digest}"] = [500]
+    proxy.failures["^GET .*/manifests/1$"] = [503, 502]
+    proxy.failures[f"^GET .*/blobs/{layer.digest}$"] = [500]
     assert distribution.pull(tmp_path / "b", name)[0].manifest == record.manifest
     assert [r.status for r in proxy.requests("GET", "/manifests/1")] == [503, 502, 200]
     proxy.reset()
-    proxy.failures["/manifests/2"] = [403]
+    proxy.failures["^GET .*/manifests/2$"] = [403]
     with pytest.raises(RegistryError, match="injected 403"):
         distribution.pull(tmp_path / "c", f"{proxy.host}/retry/app:2")
     assert len(proxy.requests("GET", "/manifests/2")) == 1
@@ -169,3 +169,23 @@ def test_no_network_fails_fast_with_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: cannot reach docker.io (registry-1.docker.io)")
+
+
+@pytest.mark.parametrize("chunk", [None, 256 << 10], ids=["monolithic", "chunked"])
+def test_a_failed_upload_continues_where_the_registry_stopped(
+    proxy: FaultProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int | None
+) -> None:
+    name = f"{proxy.host}/upload/{'chunked' if chunk else 'monolithic'}:1"
+    record = make_image(tmp_path / "a", name, [{"f": os.urandom(BIG)}])
+    if chunk:  # ~8 PATCHes of 256 KiB; the third is lost, the registry holds the first two
+        monkeypatch.setattr(registry_client, "UPLOAD_CHUNK", chunk)
+        proxy.failures["^PATCH .*/blobs/uploads/"] = [None, None, 503]
+    else:
+        proxy.failures["^PUT .*/blobs/uploads/"] = [503]
+    assert distribution.push(tmp_path / "a", name).digest == record.manifest_digest
+    (status,) = proxy.requests("GET", "/blobs/uploads/")  # "how much do you have?"
+    assert status.status == 204
+    if chunk:  # nothing the registry acknowledged was sent twice
+        layer = ImageStore(tmp_path / "a" / "images").manifest(record).layers[0]
+        assert sum(p.body_bytes for p in proxy.requests("PATCH") if p.status == 202) == layer.size
+    assert distribution.pull(tmp_path / "b", name)[0].config == record.config
