@@ -9,11 +9,14 @@ from typing import Any
 
 import click
 
+from intermodal.cli import LazyGroup
 from intermodal.cli.output import print_formatted, print_table, time_ago
 from intermodal.engine.containers.options import RunOptions
 from intermodal.engine.containers.record import ContainerRecord
 from intermodal.engine.containers.service import ContainerService
 from intermodal.errors import IntermodalError, InvalidArgument
+
+_TOOLS = ("exec", "inspect", "top", "stats", "cp", "diff", "commit")  # in container_tools, loaded on use
 
 
 def service(ctx: click.Context) -> ContainerService:
@@ -422,7 +425,7 @@ def cleanup_cmd(ctx: click.Context, container: str) -> None:
     service(ctx).cleanup(container)
 
 
-@click.group("container")
+@click.group("container", cls=LazyGroup, lazy={n: f"container_tools:{n}_cmd" for n in _TOOLS})
 def container_group() -> None:
     """Manage containers."""
 

@@ -27,6 +27,16 @@ def human_size(size: float) -> str:
     return f"{size:.3g}{_UNITS[i]}"
 
 
+def binary_size(size: float) -> str:
+    """Docker's `units.BytesSize`: binary units, 4 significant digits (`stats`' memory column)."""
+    units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
+    i = 0
+    while size >= 1024 and i < len(units) - 1:
+        size /= 1024
+        i += 1
+    return f"{size:.4g}{units[i]}"
+
+
 def time_ago(when: dt.datetime | str | float) -> str:
     """Docker's `units.HumanDuration` + " ago"."""
     moment = parse_time(when)

@@ -37,6 +37,7 @@ __all__ = [
     "apply_layer",
     "detect_compression",
     "open_decompressed",
+    "overlay_changes",
     "write_layer",
 ]
 
@@ -552,6 +553,22 @@ def _upper_entries(upper: str) -> list[_Entry]:
         if stat.S_ISDIR(st.st_mode) and _getxattr(f"{upper}/{rel}", _OVERLAY_OPAQUE) == b"y":
             entries.append((f"{rel}/{_OPAQUE}", None))
     return entries
+
+
+def overlay_changes(upper: Path) -> list[tuple[str, str]]:
+    """What an overlayfs upper dir records, as (kind, relative path) in no particular order: "deleted" for
+    a whiteout, "opaque" for a directory that hides the lower ones' content, "present" for any other entry.
+    The same reading of the upper dir as `write_layer(overlay_upper=True)`'s, for `diff`."""
+    out = []
+    for rel, st in _upper_entries(os.fspath(upper)):
+        parent, _, base = rel.rpartition("/")
+        if st is not None:
+            out.append(("present", rel))
+        elif base == _OPAQUE:
+            out.append(("opaque", parent))
+        else:
+            out.append(("deleted", _parent_of(rel, base[len(_WH) :])))
+    return out
 
 
 def _getxattr(path: str, name: str) -> bytes | None:

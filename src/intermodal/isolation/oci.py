@@ -131,11 +131,24 @@ class OciRuntime:
         return state
 
     def exec_argv(
-        self, cid: str, process_file: Path, *, tty: bool, detach: bool, pid_file: Path | None
+        self,
+        cid: str,
+        process_file: Path,
+        *,
+        tty: bool,
+        detach: bool,
+        pid_file: Path | None,
+        log: Path | None = None,
+        console_socket: Path | None = None,
     ) -> list[str]:
-        args = ["exec", "--process", str(process_file)]
+        """`exec --process FILE`; with `log` the runtime's own errors go there (JSON lines), apart from
+        the process's output on the shared stdio."""
+        args = ["--log", str(log), "--log-format", "json"] if log else []
+        args += ["exec", "--process", str(process_file)]
         if tty:
             args.append("--tty")
+        if console_socket:
+            args += ["--console-socket", str(console_socket)]
         if detach:
             args.append("--detach")
         if pid_file:
@@ -149,7 +162,13 @@ def runtime_error(runtime: str, operation: str, output: str) -> IntermodalError:
     lowered = text.lower()
     if "executable file not found" in lowered or "no such file or directory" in lowered and "exec" in lowered:
         return CommandNotFound(f"{text}: check the command or the image's PATH")
-    if "permission denied" in lowered and "exec" in lowered or "is a directory" in lowered:
+    if (
+        "permission denied" in lowered
+        and "exec" in lowered
+        or "is a directory" in lowered
+        or "operation not permitted" in lowered
+        and "open executable" in lowered  # crun's words
+    ):
         return CannotInvoke(f"{text}: the command is not executable")
     return IntermodalError(f"{runtime} {operation}: {text}")
 

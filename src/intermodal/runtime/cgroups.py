@@ -20,6 +20,7 @@ from typing import Any
 DEFAULT_ROOT = Path("/sys/fs/cgroup")
 V1_CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "systemd")
 V2_CONTROLLERS = ("cpu", "cpuset", "memory", "pids", "io")
+_V1_UNLIMITED = 1 << 62  # memory.limit_in_bytes without a limit: PAGE_COUNTER_MAX pages, about 2^63
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,10 @@ class Stats:
     memory_bytes: int
     cpu_ns: int
     pids: int
+    memory_limit: int = 0  # 0: unlimited
+    inactive_file: int = 0  # page cache the kernel can reclaim; Docker subtracts it from the usage it shows
+    io_read_bytes: int = 0
+    io_write_bytes: int = 0
 
 
 def _read(path: Path) -> str:
@@ -231,10 +236,26 @@ class V1(Cgroup):
             path = self._file(ctrl, name)
             return int(_read(path)) if path.exists() else 0
 
+        memory_stat = self._file("memory", "memory.stat")
+        limit = num("memory", "memory.limit_in_bytes")
+        io = {"Read": 0, "Write": 0}
+        for name in ("blkio.io_service_bytes_recursive", "blkio.throttle.io_service_bytes_recursive"):
+            path = self._file("blkio", name)
+            lines = _read(path).splitlines() if path.exists() else []
+            for line in lines:  # "8:0 Read 4096" ... "Total 8192"
+                fields = line.split()
+                if len(fields) == 3 and fields[1] in io:
+                    io[fields[1]] += int(fields[2])
+            if any(io.values()):  # the throttle counters only when the I/O scheduler keeps none
+                break
         return Stats(
             num("memory", "memory.usage_in_bytes"),
             num("cpuacct", "cpuacct.usage"),
             num("pids", "pids.current"),
+            memory_limit=0 if limit >= _V1_UNLIMITED else limit,
+            inactive_file=_keyed(memory_stat).get("total_inactive_file", 0) if memory_stat.exists() else 0,
+            io_read_bytes=io["Read"],
+            io_write_bytes=io["Write"],
         )
 
     def oom_killed(self) -> bool:
@@ -337,7 +358,23 @@ class V2(Cgroup):
 
         cpu = self.dir / "cpu.stat"
         usage = _keyed(cpu).get("usage_usec", 0) * 1000 if cpu.exists() else 0
-        return Stats(num("memory.current"), usage, num("pids.current"))
+        limit = self.dir / "memory.max"
+        memory_stat = self.dir / "memory.stat"
+        read = written = 0
+        if (self.dir / "io.stat").exists():
+            for line in _read(self.dir / "io.stat").splitlines():  # "8:0 rbytes=4096 wbytes=0 rios=1 ..."
+                fields = dict(f.split("=", 1) for f in line.split()[1:] if "=" in f)
+                read += int(fields.get("rbytes", 0))
+                written += int(fields.get("wbytes", 0))
+        return Stats(
+            num("memory.current"),
+            usage,
+            num("pids.current"),
+            memory_limit=int(_read(limit)) if limit.exists() and _read(limit) != "max" else 0,
+            inactive_file=_keyed(memory_stat).get("inactive_file", 0) if memory_stat.exists() else 0,
+            io_read_bytes=read,
+            io_write_bytes=written,
+        )
 
     def oom_killed(self) -> bool:
         events = self.dir / "memory.events"

@@ -101,7 +101,7 @@ def _run_pipes(
                 sink.write(data)
                 sink.flush()
                 log.write(name, data)
-        return _reap(pid)
+        return reap(pid)
 
 
 def _run_tty(
@@ -114,55 +114,80 @@ def _run_tty(
     on_started: Callable[[int], None],
 ) -> int:
     """`-t`: the runtime hands us the pty master over a console socket (runc's protocol), we proxy it."""
-    with tempfile.TemporaryDirectory(prefix="intermodal-console-") as tmp:
-        sock_path = Path(tmp) / "console.sock"
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(str(sock_path))
-        listener.listen(1)
+
+    def create(sock_path: Path) -> None:
         stdin = os.open(os.devnull, os.O_RDONLY)
         try:
             runtime.create(cid, paths.bundle, pid_file, stdio=(stdin, stdin, stdin), console_socket=sock_path)
         finally:
             os.close(stdin)
-        conn, _ = listener.accept()
-        master = _receive_fd(conn)
-        conn.close()
-        listener.close()
+
+    master = receive_console(create)
     pid = _read_pid(pid_file)
-    our_tty = sys.stdin.isatty()
-    if our_tty:
+    with _forward_signals(pid):
+        try:
+            on_started(pid)
+            runtime.start(cid)
+        except BaseException:
+            os.close(master)
+            raise
+        proxy_terminal(master, interactive=interactive, log=log)
+    return reap(pid)
+
+
+def receive_console(launch: Callable[[Path], object], alive: Callable[[], bool] = lambda: True) -> int:
+    """Listen on a console socket, call `launch(socket_path)` (which starts the runtime with
+    `--console-socket`) and return the pty master the runtime sends back. `alive` says whether the runtime
+    may still connect, so a runtime that fails before sending does not leave us waiting forever. The pty
+    gets our terminal's window size at once, before the process in it can ask."""
+    with tempfile.TemporaryDirectory(prefix="intermodal-console-") as tmp:
+        sock_path = Path(tmp) / "console.sock"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+            listener.bind(str(sock_path))
+            listener.listen(1)
+            launch(sock_path)
+            while not select.select([listener], [], [], 0.1)[0]:
+                if not alive():
+                    raise OSError("the runtime exited without sending a terminal over the console socket")
+            conn, _ = listener.accept()
+            with conn:
+                master = _receive_fd(conn)
+    if sys.stdin.isatty():
         with contextlib.suppress(OSError):
             termios.tcsetwinsize(master, termios.tcgetwinsize(sys.stdin.fileno()))
-    saved = termios.tcgetattr(sys.stdin.fileno()) if our_tty and interactive else None
+    return master
+
+
+def proxy_terminal(master: int, *, interactive: bool, log: LogWriter | None = None) -> None:
+    """Copy the pty to our stdout (and `log`) and, if interactive, our stdin to the pty (ours in raw mode
+    meanwhile) until the container side closes; closes `master`."""
+    saved = termios.tcgetattr(sys.stdin.fileno()) if sys.stdin.isatty() and interactive else None
     try:
         if saved is not None:
             tty.setraw(sys.stdin.fileno())
-        with _forward_signals(pid):
-            on_started(pid)
-            runtime.start(cid)
-            inputs = [master] + ([sys.stdin.fileno()] if interactive else [])
-            while master in inputs:
-                ready, _, _ = _select(inputs)
-                for fd in ready:
-                    try:
-                        data = os.read(fd, 65536)
-                    except OSError:  # EIO: the pty's last slave closed
-                        data = b""
-                    if fd == master:
-                        if not data:
-                            inputs.remove(master)
-                            break
-                        os.write(sys.stdout.fileno(), data)
+        inputs = [master] + ([sys.stdin.fileno()] if interactive else [])
+        while master in inputs:
+            ready, _, _ = _select(inputs)
+            for fd in ready:
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:  # EIO: the pty's last slave closed
+                    data = b""
+                if fd == master:
+                    if not data:
+                        inputs.remove(master)
+                        break
+                    os.write(sys.stdout.fileno(), data)
+                    if log is not None:
                         log.write("stdout", data)
-                    elif data:
-                        os.write(master, data)
-                    else:
-                        inputs.remove(fd)
+                elif data:
+                    os.write(master, data)
+                else:
+                    inputs.remove(fd)
     finally:
         if saved is not None:
             termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, saved)
         os.close(master)
-    return _reap(pid)
 
 
 def _receive_fd(conn: socket.socket) -> int:
@@ -183,7 +208,7 @@ def _select(fds: list[int]) -> tuple[list[int], list[int], list[int]]:
             continue
 
 
-def _reap(pid: int) -> int:
+def reap(pid: int) -> int:
     """Wait for the container's init (re-parented to us); other orphans are reaped on the way."""
     while True:
         try:

@@ -30,6 +30,7 @@ from intermodal.runtime import sys as linux
 from intermodal.runtime.rootfs import open_in_root
 
 TINI = "/usr/bin/tini-static"
+TINI_TARGET = "/sbin/docker-init"
 
 
 class Paths:
@@ -47,6 +48,7 @@ class Paths:
         self.hosts = container_dir / "hosts"
         self.hostname = container_dir / "hostname"
         self.resolv = container_dir / "resolv.conf"
+        self.init = container_dir / "init"
 
 
 def is_mounted(path: Path) -> bool:
@@ -63,11 +65,28 @@ def mount_rootfs(images: ImageStore, snapshots: Snapshotter, record: ContainerRe
     lowers = snapshots.unpack(images.manifest(image), images.config(image))
     for d in (paths.rootfs, paths.upper, paths.work):
         d.mkdir(exist_ok=True)
-    desc = snapshots.mount(lowers, paths.upper, paths.work)
+    _make_init_layer(record, paths.init)
+    desc = snapshots.mount([*lowers, paths.init], paths.upper, paths.work)
     options = list(desc.options)
     if record.host_config.get("AutoRemove"):
         options.append("volatile")  # its writes are thrown away: skip overlayfs' sync on unmount
     linux.mount(desc.source, str(paths.rootfs), desc.type, 0, ",".join(options))
+
+
+def _make_init_layer(record: ContainerRecord, init: Path) -> None:
+    """Docker's "-init" layer: the mount points the runtime needs, as the top lower layer, so that it never
+    creates them in the upper dir, where `diff` would list them and `commit` would bake them into an image.
+    It also shadows whatever the image has there (a symlink at /etc/hosts cannot redirect the mount)."""
+    files = ["etc/hosts", "etc/hostname", "etc/resolv.conf"]
+    if record.host_config.get("Init"):
+        files.append(TINI_TARGET.lstrip("/"))
+    for name in ["dev", "proc", "sys", *files]:
+        path = init / name
+        if name in files:
+            path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            path.touch(mode=0o644, exist_ok=True)
+        else:
+            path.mkdir(mode=0o755, parents=True, exist_ok=True)
 
 
 def unmount_rootfs(paths: Paths) -> None:
@@ -158,7 +177,7 @@ def _resolv_conf() -> str:
 def process_args(record: ContainerRecord) -> list[str]:
     args = list(record.config.get("Entrypoint") or []) + list(record.config.get("Cmd") or [])
     if record.host_config.get("Init"):
-        args = ["/sbin/docker-init", "--", *args]
+        args = [TINI_TARGET, "--", *args]
     return args
 
 
@@ -177,7 +196,7 @@ def build_spec(record: ContainerRecord, paths: Paths, mounts: list[dict[str, Any
     if hc.get("Init"):
         if not os.path.exists(TINI):
             raise InvalidArgument(f"--init needs {TINI}: install Debian's tini package")
-        oci_mounts.append(oci.bind_mount(TINI, "/sbin/docker-init", readonly=True))
+        oci_mounts.append(oci.bind_mount(TINI, TINI_TARGET, readonly=True))
     for m in mounts:
         if m["Type"] == "tmpfs":
             opts = ["nosuid", "nodev", *([o for o in m["Mode"].split(",") if o] or ["size=65536k"])]

@@ -1,0 +1,86 @@
+"""`stats`: live resource usage from the container's cgroup counters, computed as Docker's CLI does
+(cli/command/container/stats_helpers.go): CPU % from two samples (container CPU time over host CPU time,
+times the number of CPUs), memory without the reclaimable page cache, the limit capped at the host's RAM."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+from intermodal.engine.containers.record import PAUSED, RUNNING, ContainerRecord
+from intermodal.errors import IntermodalError
+from intermodal.runtime.cgroups import Stats, open_cgroup
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One reading of a container's counters and of the host's CPU time, for the CPU % between two."""
+
+    stats: Stats
+    system_ns: int
+
+
+@dataclass(frozen=True)
+class Usage:
+    cpu_percent: float
+    memory: int
+    memory_limit: int
+    memory_percent: float
+    io_read: int
+    io_write: int
+    pids: int
+
+
+def sample(record: ContainerRecord) -> Sample:
+    stats = Stats(0, 0, 0)
+    if record.status in (RUNNING, PAUSED):
+        try:
+            stats = open_cgroup(f"intermodal/{record.id}").stats()
+        except (OSError, ValueError, IntermodalError):
+            pass  # it stopped between the status check and the read: all zero, as Docker shows
+    return Sample(stats, _system_cpu_ns())
+
+
+def usage(before: Sample, after: Sample) -> Usage:
+    cpu_delta = after.stats.cpu_ns - before.stats.cpu_ns
+    system_delta = after.system_ns - before.system_ns
+    cpu = (
+        cpu_delta / system_delta * (os.cpu_count() or 1) * 100 if cpu_delta > 0 and system_delta > 0 else 0.0
+    )
+    s = after.stats
+    memory = s.memory_bytes - s.inactive_file if s.inactive_file < s.memory_bytes else s.memory_bytes
+    host = _host_memory()
+    limit = min(s.memory_limit, host) if s.memory_limit else host
+    return Usage(
+        cpu_percent=cpu,
+        memory=memory,
+        memory_limit=limit,
+        memory_percent=memory / limit * 100 if limit else 0.0,
+        io_read=s.io_read_bytes,
+        io_write=s.io_write_bytes,
+        pids=s.pids,
+    )
+
+
+def measure(records: list[ContainerRecord], interval: float = 1.0) -> list[Usage]:
+    """Docker's `--no-stream`: two samples `interval` apart, so the CPU % means something."""
+    before = [sample(r) for r in records]
+    time.sleep(interval)
+    return [usage(b, sample(r)) for b, r in zip(before, records, strict=True)]
+
+
+def _system_cpu_ns() -> int:
+    """The host's total CPU time (the first line of /proc/stat, in clock ticks), in ns as Docker's daemon
+    reports `system_cpu_usage`."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()[1:8]
+    return sum(int(v) for v in fields) * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
+def _host_memory() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    return 0
