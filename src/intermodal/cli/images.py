@@ -11,6 +11,7 @@ import click
 
 from intermodal.cli.build import build_cmd as _build_cmd
 from intermodal.cli.output import human_size, print_formatted, print_table, time_ago
+from intermodal.cli.registry import pull_cmd, push_cmd
 from intermodal.engine.images import ImageService
 from intermodal.errors import IntermodalError, InvalidArgument
 
@@ -382,4 +383,6 @@ image_group.add_command(images_cmd, "ls")
 for _command in (inspect_cmd, history_cmd, tag_cmd, prune_cmd, save_cmd, load_cmd, import_cmd, bootstrap_cmd):
     image_group.add_command(_command)
 image_group.add_command(rmi_cmd, "rm")
+image_group.add_command(pull_cmd)
+image_group.add_command(push_cmd)
 image_group.add_command(_build_cmd)

@@ -327,7 +327,10 @@ def push(root: Path, name: str, progress: ProgressFn = _ignore, *, tls_verify: b
                 emit(desc.digest.short, "Preparing")
             cancelled = threading.Event()
             sent = run_parallel(
-                [_push_job(store, client, mounts, ref, d, d is manifest.config, emit) for d in blobs],
+                [
+                    _push_job(store, client, mounts, ref, d, d is manifest.config, emit, cancelled)
+                    for d in blobs
+                ],
                 cancelled,
             )
             digest = client.put_manifest(ref.repository, ref.tag, manifest_bytes, manifest.media_type)
@@ -351,8 +354,10 @@ def _push_job(
     desc: Descriptor,
     quiet: bool,
     emit: _Emitter,
+    cancelled: threading.Event,
 ) -> Callable[[], int]:
-    return lambda: _push_blob(store, client, mounts, ref, desc, emit if not quiet else _Emitter(_ignore))
+    shown = emit if not quiet else _Emitter(_ignore)
+    return lambda: _push_blob(store, client, mounts, ref, desc, shown, cancelled)
 
 
 def _push_blob(
@@ -362,6 +367,7 @@ def _push_blob(
     ref: reference.Reference,
     desc: Descriptor,
     emit: _Emitter,
+    cancelled: threading.Event,
 ) -> int:
     """Send one blob unless the registry has it or can mount it; return the bytes uploaded."""
     short, repo = desc.digest.short, ref.repository
@@ -388,6 +394,8 @@ def _push_blob(
 
     def sent(n: int) -> None:
         nonlocal done
+        if cancelled.is_set():
+            raise Cancelled()
         done += n
         emit(short, "Pushing", done, desc.size)
 

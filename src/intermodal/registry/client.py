@@ -136,7 +136,12 @@ class RegistryClient:
     def check_login(self) -> None:
         """`GET /v2/` with the credentials (what `docker login` does): a token server or the registry
         rejects wrong ones with 401."""
-        resp = self._send("GET", "/v2/")
+        try:
+            resp = self._send("GET", "/v2/")
+        except RegistryError as e:  # the token server turned the credentials down
+            if e.http_status == 401:
+                raise RegistryError(f"login to {self.registry} failed: {e}", 401) from None
+            raise
         if resp.status_code == 401:
             raise RegistryError(f"login to {self.registry} failed: {error_text(resp)}", 401)
         self._check(resp, f"login to {self.registry}")
