@@ -29,7 +29,10 @@ _CHALLENGE_TOKEN = re.compile(
     r"""\s*([A-Za-z0-9!#$%&'*+.^_`|~-]+)(?:\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,]*))?\s*,?"""
 )
 # What the registry would have said, for answers without a body (distribution's error code descriptions).
-_BODILESS = {401: "unauthorized: authentication required", 403: "denied: requested access to the resource is denied"}
+_BODILESS = {
+    401: "unauthorized: authentication required",
+    403: "denied: requested access to the resource is denied",
+}
 _REPO_PATH = re.compile(r"^/v2/(?P<name>.+?)/(?:manifests|blobs|tags)/")
 
 
