@@ -14,6 +14,7 @@ from intermodal.cli.output import print_formatted, print_table, time_ago
 from intermodal.engine.containers.options import RunOptions
 from intermodal.engine.containers.record import ContainerRecord
 from intermodal.engine.containers.service import ContainerService
+from intermodal.engine.networks import endpoints_config, format_ports
 from intermodal.errors import IntermodalError, InvalidArgument
 
 _TOOLS = ("exec", "inspect", "top", "stats", "cp", "diff", "commit")  # in container_tools, loaded on use
@@ -83,6 +84,24 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--log-opt", multiple=True, help="Log driver options (max-size, max-file)."),
         click.option("--ulimit", multiple=True, help="Ulimit options."),
         click.option("--userns", default="", help="User namespace to use."),
+        click.option(
+            "--network",
+            "--net",
+            "network",
+            default="",
+            help="Connect to a network: bridge (default), NAME, none, host or container:NAME.",
+        ),
+        click.option("--network-alias", multiple=True, help="Add a network-scoped alias for the container."),
+        click.option(
+            "-p", "--publish", multiple=True, help="Publish a port: [ip:][hostPort:]containerPort[/proto]."
+        ),
+        click.option(
+            "-P", "--publish-all", is_flag=True, help="Publish all exposed ports to random host ports."
+        ),
+        click.option("--dns", multiple=True, help="Set custom DNS servers."),
+        click.option("--add-host", multiple=True, help="Add a custom host-to-IP mapping (host:ip)."),
+        click.option("--mac-address", default="", help="Container MAC address (e.g. 92:d0:c6:0a:29:33)."),
+        click.option("--ip", default="", help="IPv4 address on the network (user-defined networks only)."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -101,7 +120,9 @@ def _options(image: str, command: tuple[str, ...], kw: dict[str, Any]) -> RunOpt
         privileged=kw["privileged"], cap_add=list(kw["cap_add"]), cap_drop=list(kw["cap_drop"]),
         security_opt=list(kw["security_opt"]), runtime=kw["runtime"], isolation=kw["isolation"],
         vm_accel=kw["vm_accel"], vm_kernel=kw["vm_kernel"], log_opts=list(kw["log_opt"]),
-        ulimits=list(kw["ulimit"]), userns=kw["userns"],
+        ulimits=list(kw["ulimit"]), userns=kw["userns"], network=kw["network"],
+        network_aliases=list(kw["network_alias"]), publish=list(kw["publish"]), publish_all=kw["publish_all"],
+        dns=list(kw["dns"]), add_hosts=list(kw["add_host"]), mac_address=kw["mac_address"], ip=kw["ip"],
     )  # fmt: skip
 
 
@@ -324,7 +345,8 @@ def ps_cmd(
     """List containers."""
     if latest:
         last = 1
-    records = service(ctx).containers(all_containers=show_all or last > 0 or bool(filters))
+    svc = service(ctx)
+    records = svc.containers(all_containers=show_all or last > 0 or bool(filters))
     if not show_all and filters and not any(f.startswith(("status=", "exited=")) for f in filters):
         records = [r for r in records if r.status in ("running", "paused", "restarting")]
     records = [r for r in records if _matches(r, filters)]
@@ -337,13 +359,13 @@ def ps_cmd(
             "Command": _command_text(r, no_trunc),
             "CreatedAt": r.created,
             "RunningFor": time_ago(r.created),
-            "Ports": "",
+            "Ports": format_ports(svc.networks.settings(r)) if r.status == "running" else "",
             "State": r.status,
             "Status": _status_text(r),
             "Names": r.name,
             "Labels": ",".join(f"{k}={v}" for k, v in (r.config.get("Labels") or {}).items()),
             "Mounts": ",".join(m.get("Name") or m.get("Source", "") for m in r.mounts),
-            "Networks": "none",
+            "Networks": ",".join(endpoints_config(r)) or r.host_config.get("NetworkMode") or "bridge",
         }
         for r in records
     ]

@@ -12,6 +12,7 @@ from typing import Any
 
 from intermodal.engine.containers.record import ContainerRecord
 from intermodal.engine.containers.userdb import resolve_user
+from intermodal.engine.networks import Attachment
 from intermodal.engine.volumes import (
     MountRequest,
     VolumeStore,
@@ -149,25 +150,54 @@ def _copy_image_content(rootfs: Path, destination: str, volume_dir: Path) -> Non
         os.close(fd)
 
 
-def write_etc_files(record: ContainerRecord, paths: Paths) -> None:
+def write_etc_files(record: ContainerRecord, paths: Paths, network: Attachment | None = None) -> None:
+    """hostname, hosts (the container's addresses, --add-host) and resolv.conf (--dns, else the network's
+    resolver on user networks, else the host's). `--network host` starts from the host's files."""
     hostname = record.config["Hostname"]
+    hc = record.host_config
     atomic_write_bytes(paths.hostname, f"{hostname}\n".encode(), durable=False)
-    hosts = (
-        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-        "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"
-    )
+    host_mode = network is not None and network.namespace is None
+    if host_mode:
+        hosts = _read("/etc/hosts")
+    else:
+        hosts = (
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+            "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"
+        )
+        hosts += "".join(f"{address}\t{hostname}\n" for address in (network.addresses if network else []))
+    for entry in hc.get("ExtraHosts") or []:
+        name, _, address = entry.partition(":")
+        if address == "host-gateway":
+            if not (network and network.gateway):
+                raise InvalidArgument(
+                    f"--add-host {entry}: host-gateway needs a bridge network (it has no gateway)"
+                )
+            address = network.gateway
+        hosts += f"{address}\t{name}\n"
     atomic_write_bytes(paths.hosts, hosts.encode(), durable=False)
-    atomic_write_bytes(paths.resolv, _resolv_conf().encode(), durable=False)
+    servers = [*(network.nameservers if network else []), *(hc.get("Dns") or [])]
+    atomic_write_bytes(paths.resolv, _resolv_conf(servers, keep_loopback=host_mode).encode(), durable=False)
 
 
-def _resolv_conf() -> str:
-    """The host's resolv.conf without loopback resolvers, which a container's network cannot reach."""
+def _read(path: str) -> str:
     try:
-        lines = Path("/etc/resolv.conf").read_text().splitlines()
+        return Path(path).read_text()
     except OSError:
-        lines = []
+        return ""
+
+
+def _resolv_conf(servers: list[str], *, keep_loopback: bool = False) -> str:
+    """The host's resolv.conf with `servers` as the nameservers if given; otherwise without loopback
+    resolvers, which a container's own network cannot reach."""
+    lines = _read("/etc/resolv.conf").splitlines()
+    if servers:
+        kept = [line for line in lines if not line.startswith("nameserver")]
+        kept += [f"nameserver {s}" for s in servers]
+        return "\n".join(kept) + "\n"
     kept = [
-        line for line in lines if not (line.startswith("nameserver") and (" 127." in line or " ::1" in line))
+        line
+        for line in lines
+        if keep_loopback or not (line.startswith("nameserver") and (" 127." in line or " ::1" in line))
     ]
     if not any(line.startswith("nameserver") for line in kept):
         kept += ["nameserver 8.8.8.8", "nameserver 8.8.4.4"]
@@ -181,8 +211,11 @@ def process_args(record: ContainerRecord) -> list[str]:
     return args
 
 
-def build_spec(record: ContainerRecord, paths: Paths, mounts: list[dict[str, Any]]) -> dict[str, Any]:
-    """config.json for this container: Docker's secure defaults plus the record's flags."""
+def build_spec(
+    record: ContainerRecord, paths: Paths, mounts: list[dict[str, Any]], netns: str | None = ""
+) -> dict[str, Any]:
+    """config.json for this container: Docker's secure defaults plus the record's flags. `netns`: the network
+    namespace to join (made by the engine's networks), None for the host's, "" for a new one."""
     cfg, hc = record.config, record.host_config
     user = resolve_user(str(paths.rootfs), cfg.get("User") or "0")
     env = dict(e.split("=", 1) for e in cfg.get("Env") or [] if "=" in e)
@@ -244,6 +277,7 @@ def build_spec(record: ContainerRecord, paths: Paths, mounts: list[dict[str, Any
         mounts=oci_mounts,
         linux_resources=resources,
         cgroups_path=f"intermodal/{record.id}",
+        namespaces={"network": netns} if netns != "" else None,
         annotations={"org.opencontainers.image.ref.name": record.image_name, **_vm_annotations(hc)},
     )
     return spec

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from intermodal.engine.containers.bundle import Paths
@@ -30,8 +31,11 @@ def intermodal_binary() -> str:
     return str(path) if path.exists() else shutil.which("intermodal") or "intermodal"
 
 
-def launch(root: Path, record: ContainerRecord, paths: Paths, runtime: OciRuntime) -> int:
-    """Start conmon, which creates the container; returns the container's PID once `create` succeeded."""
+def launch(
+    root: Path, record: ContainerRecord, paths: Paths, runtime: OciRuntime, keep_fds: Sequence[int] = ()
+) -> int:
+    """Start conmon, which creates the container; returns the container's PID once `create` succeeded.
+    conmon inherits `keep_fds` and holds them while it lives (the sockets reserving published ports)."""
     runtime.state_root.mkdir(parents=True, exist_ok=True)
     paths.exits.mkdir(exist_ok=True)
     (paths.dir / "attach").mkdir(exist_ok=True)
@@ -63,7 +67,7 @@ def launch(root: Path, record: ContainerRecord, paths: Paths, runtime: OciRuntim
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,  # the long-lived conmon keeps what it inherits: never a pipe we wait on
-        pass_fds=(sync_w,),
+        pass_fds=(sync_w, *keep_fds),
         env=env,
         start_new_session=True,
     )

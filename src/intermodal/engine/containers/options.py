@@ -5,12 +5,14 @@ Validation happens here, before anything is written, so bad input never leaves a
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from intermodal.errors import InvalidArgument
+from intermodal.net.ports import parse_publish
 
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
@@ -58,6 +60,14 @@ class RunOptions:
     log_opts: list[str] = field(default_factory=list)
     ulimits: list[str] = field(default_factory=list)
     userns: str = ""
+    network: str = ""
+    network_aliases: list[str] = field(default_factory=list)
+    publish: list[str] = field(default_factory=list)
+    publish_all: bool = False
+    dns: list[str] = field(default_factory=list)
+    add_hosts: list[str] = field(default_factory=list)
+    mac_address: str = ""
+    ip: str = ""
 
 
 def parse_size(text: str, what: str) -> int:
@@ -226,7 +236,61 @@ def host_config(opts: RunOptions) -> dict[str, Any]:
         "SecurityOpt": list(opts.security_opt) or None,
         "Ulimits": list(opts.ulimits) or None,
         "UsernsMode": opts.userns,
+        **network_config(opts),
     }
+
+
+def network_config(opts: RunOptions) -> dict[str, Any]:
+    """NetworkMode, PortBindings, Dns, ExtraHosts and the primary network's EndpointsConfig (aliases,
+    --ip, --mac-address), checked for syntax and for options the network mode cannot take."""
+    mode = "bridge" if opts.network in ("", "default") else opts.network
+    shared = mode in ("host", "none") or mode.startswith("container:")
+    if mode == "container:":
+        raise InvalidArgument("invalid --network container:: name the container whose network to join")
+    if (opts.publish or opts.publish_all) and mode != "host" and shared:
+        raise InvalidArgument(f"conflicting options: port publishing and the network mode {mode}")
+    if shared and (opts.network_aliases or opts.ip or opts.mac_address):
+        raise InvalidArgument(
+            f"--network-alias, --ip and --mac-address need a bridge network, not the network mode {mode}"
+        )
+    if mode.startswith("container:") and (opts.dns or opts.add_hosts):
+        raise InvalidArgument(f"conflicting options: --dns/--add-host and the network mode {mode}")
+    if opts.ip and not isinstance(_ip_or_none(opts.ip), ipaddress.IPv4Address):
+        raise InvalidArgument(f"invalid --ip {opts.ip!r}: give an IPv4 address such as 10.90.0.10")
+    mac = opts.mac_address.lower()
+    if mac and (not re.fullmatch(r"([0-9a-f]{2}:){5}[0-9a-f]{2}", mac) or int(mac[:2], 16) & 1):
+        raise InvalidArgument(
+            f"invalid --mac-address {opts.mac_address!r}: give a unicast MAC like 02:42:ac:11:00:02"
+        )
+    for server in opts.dns:
+        if _ip_or_none(server) is None:
+            raise InvalidArgument(f"invalid --dns {server!r}: give the IP address of a DNS server")
+    hosts = []
+    for entry in opts.add_hosts:
+        name, sep, addr = entry.replace("=", ":", 1).partition(":")
+        if not name or not sep or not (addr == "host-gateway" or _ip_or_none(addr) is not None):
+            raise InvalidArgument(f"invalid --add-host {entry!r}: use NAME:IP (or NAME:host-gateway)")
+        hosts.append(f"{name}:{addr}")
+    endpoint = {
+        "Aliases": list(opts.network_aliases) or None,
+        "IPAMConfig": {"IPv4Address": opts.ip} if opts.ip else None,
+        "MacAddress": mac,
+    }
+    return {
+        "NetworkMode": mode,
+        "PortBindings": parse_publish(opts.publish) if mode != "host" else {},
+        "PublishAllPorts": opts.publish_all and mode != "host",
+        "Dns": list(opts.dns),
+        "ExtraHosts": hosts,
+        "EndpointsConfig": {} if shared else {mode: endpoint},
+    }
+
+
+def _ip_or_none(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
 
 
 def vm_config(opts: RunOptions) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from intermodal.engine.containers.record import (
     random_name,
 )
 from intermodal.engine.images import ImageService
+from intermodal.engine.networks import NetworkService
 from intermodal.engine.volumes import VolumeStore, parse_mount_flag, parse_tmpfs_flag, parse_volume_flag
 from intermodal.errors import Conflict, IntermodalError, InvalidArgument
 from intermodal.fsutil import read_json
@@ -51,6 +52,7 @@ class ContainerService:
         self.images = ImageService(root, containers_using=self.using_image)
         self.volumes = VolumeStore(root)
         self.snapshots = Snapshotter(root / "snapshots", self.images.store.content)
+        self.networks = NetworkService(root)
 
     # -- helpers --------------------------------------------------------------------------------------------
 
@@ -68,6 +70,7 @@ class ContainerService:
 
     def containers(self, all_containers: bool = False) -> list[ContainerRecord]:
         records = [self.refresh(r) for r in self.store.all()]
+        self.networks.gc()
         records.sort(key=lambda r: r.created, reverse=True)
         return records if all_containers else [r for r in records if r.status in ACTIVE]
 
@@ -82,6 +85,7 @@ class ContainerService:
         if not (opts.isolation or opts.runtime):
             opts.isolation = (read_json(self.root / "config.json", {}) or {}).get("isolation", "")
         hc = host_config(opts)
+        self.networks.check(hc)
         for v in hc["Binds"]:
             request = parse_volume_flag(v)
             if request.type == "bind" and not os.path.exists(request.source):
@@ -119,9 +123,11 @@ class ContainerService:
         bundles.mount_rootfs(self.images.store, self.snapshots, record, paths)
         try:
             mounts = bundles.resolve_mounts(record, self.volumes, paths)
-            bundles.write_etc_files(record, paths)
-            bundles.write_bundle(bundles.build_spec(record, paths, mounts), paths)
+            network = self.networks.attach(record)
+            bundles.write_etc_files(record, paths, network)
+            bundles.write_bundle(bundles.build_spec(record, paths, mounts, network.namespace), paths)
         except BaseException:
+            self.networks.detach(record.id)
             bundles.unmount_rootfs(paths)
             raise
         record.mounts = mounts
@@ -140,11 +146,13 @@ class ContainerService:
             runtime = self.runtime(record)
             runtime.delete(record.id)  # a leftover from a crashed run must not block create
             try:
-                pid = monitor.launch(self.root, record, paths, runtime)
+                pid = monitor.launch(self.root, record, paths, runtime, self.networks.held_fds(record.id))
                 runtime.start(record.id)
             except BaseException as e:
                 self._abort_start(record, runtime, paths, e, locked=True)
                 raise
+            finally:
+                self.networks.drop_held(record.id)
             record.monitor_pid = monitor.monitor_pid(paths)
             record.monitor_start = process_start_time(record.monitor_pid) or 0
             self._mark_running(record, pid)
@@ -202,6 +210,7 @@ class ContainerService:
     ) -> None:
         """A start that failed leaves the container stopped with the reason, and nothing mounted."""
         runtime.delete(record.id)
+        self.networks.detach(record.id)
         bundles.unmount_rootfs(paths)
         with self.store.locked(record.id) if not locked else contextlib.nullcontext():
             current = self.store.load(record.id)
@@ -256,6 +265,7 @@ class ContainerService:
                     os.kill(record.state["Pid"], signal.SIGKILL)
             runtime.delete(cid)
             _remove_cgroup(cid)
+            self.networks.detach(cid)
             bundles.unmount_rootfs(paths)
             (paths.exits / cid).unlink(missing_ok=True)
             record.state.update(
