@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench [module ...]` runs each module's main(), which prints a table."""
