@@ -164,7 +164,7 @@ class _Pull:
             done = run_parallel([self._layer_job(d, diff) for d, diff in jobs.values()], self.cancelled)
             sizes = dict(zip(jobs, done, strict=True))
             layer_sizes = [sizes[layer.digest] for layer in manifest.layers]
-            # The config goes in last, so a failed pull leaves no unreferenced blob but resumable layers.
+            # The config goes in last: a failed pull leaves only layers (kept to be reused or resumed).
             self.store.content.write_bytes(config_bytes, expected=manifest.config.digest)
             names = [str(ref)] if ref.tag and not ref.digest else []
             up_to_date = any(

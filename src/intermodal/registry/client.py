@@ -247,16 +247,17 @@ class RegistryClient:
             raise CorruptContent(f"the registry stored the manifest as {claimed}, expected {digest}")
         return digest
 
-    def tags(self, repository: str) -> list[str]:
-        return self._paginated(f"/v2/{repository}/tags/list", "tags", f"tags of {self.registry}/{repository}")
+    def tags(self, repository: str, page: int = 1000) -> list[str]:
+        what = f"tags of {self.registry}/{repository}"
+        return self._paginated(f"/v2/{repository}/tags/list", "tags", what, page)
 
-    def catalog(self) -> list[str]:
-        return self._paginated("/v2/_catalog", "repositories", f"catalog of {self.registry}")
+    def catalog(self, page: int = 1000) -> list[str]:
+        return self._paginated("/v2/_catalog", "repositories", f"catalog of {self.registry}", page)
 
-    def _paginated(self, path: str, key: str, what: str) -> list[str]:
+    def _paginated(self, path: str, key: str, what: str, page: int) -> list[str]:
         """Follow `Link: <…>; rel="next"` (spec "Listing Tags", pagination with `n` and `last`)."""
         items: list[str] = []
-        url: str | None = f"{path}?n=1000"
+        url: str | None = f"{path}?n={page}"
         while url:
             resp = self._send("GET", url)
             self._check(resp, what)

@@ -168,6 +168,11 @@ def test_all_tags(registry: Registry, tmp_path: Path) -> None:
     assert {n for r in _store(tmp_path / "b").records() for n in r.names} == {f"{repo}:1", f"{repo}:2"}
     bad = intermodal(tmp_path / "b", "pull", "-a", f"{repo}:1", check=False)
     assert bad.returncode != 0 and "--all-tags" in bad.stderr
+    with RegistryClient(registry.host) as client:
+        client.ping()
+        assert sorted(client.tags("alltags/app")) == sorted(client.tags("alltags/app", page=1)) == ["1", "2"]
+        catalog = client.catalog()
+        assert "alltags/app" in catalog and client.catalog(page=1) == catalog  # one repository per page
 
 
 def test_unknown_tag_and_repository_exit_1_with_the_registry_message(
