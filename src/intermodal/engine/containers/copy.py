@@ -141,13 +141,15 @@ def copy_in(svc: ContainerService, source: str, dst: Location, *, follow: bool, 
     record = svc.get(dst.container)
     parent_fd, name, is_dir = -1, "", True  # a tar on stdin is unpacked into a directory
     if source != "-":
-        path = source.rstrip("/") or "/"
+        path = os.path.abspath(
+            source
+        )  # normalised: `dir/.` is `dir` (its content-only meaning is kept below)
+        name = os.path.basename(path) or "."
         try:
-            parent_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_PATH | os.O_CLOEXEC)
-            st = os.stat(os.path.basename(path) or ".", dir_fd=parent_fd, follow_symlinks=follow)
+            parent_fd = os.open(os.path.dirname(path), os.O_PATH | os.O_CLOEXEC)
+            is_dir = stat.S_ISDIR(os.stat(name, dir_fd=parent_fd, follow_symlinks=follow).st_mode)
         except FileNotFoundError:
             raise NotFound(f"could not find the file {source} on the host") from None
-        is_dir, name = stat.S_ISDIR(st.st_mode), os.path.basename(path) or "."
     try:
         with mounted_rootfs(svc, record) as rootfs:
             target, arcname = _container_target(rootfs, dst, source, is_dir=is_dir, name=name)

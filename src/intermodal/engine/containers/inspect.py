@@ -38,17 +38,7 @@ def inspect(svc: ContainerService, record: ContainerRecord) -> dict[str, Any]:
         "GraphDriver": {"Name": "overlay2", "Data": _graph_data(svc, record)},
         "Mounts": [dict(m) for m in record.mounts],
         "Config": dict(record.config),
-        "NetworkSettings": {
-            "Bridge": "",
-            "SandboxID": "",
-            "SandboxKey": "",
-            "Ports": {},
-            "Gateway": "",
-            "IPAddress": "",
-            "IPPrefixLen": 0,
-            "MacAddress": "",
-            "Networks": {},
-        },
+        "NetworkSettings": svc.networks.settings(record),
     }
 
 
