@@ -4,7 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := python3 python3-venv busybox-static skopeo umoci zstd \
 	golang-github-opencontainers-image-spec-dev golang-github-opencontainers-specs-dev \
-	crun runc conmon docker-registry apache2-utils iproute2 debootstrap docker.io nftables aardvark-dns buildah
+	crun runc conmon docker-registry apache2-utils iproute2 debootstrap docker.io nftables aardvark-dns buildah \
+	qemu-system-x86 e2fsprogs
 APT_INSTALL := bash scripts/apt-install.sh
 STAMP_APT := $(VENV)/.apt-stamp
 STAMP_PIP := $(VENV)/.pip-stamp

@@ -82,6 +82,8 @@ run_slot() {  # $1 slot, $2 base64 of the host's script, which sets NONCE, TTY, 
     if [ -n "$TTY" ]; then need=$TTY; else need="out$k err$k ${STDIN#/ports/}"; fi
     need_ports $need || { echo "exit $k 125" >&3; return; }
     if [ -n "$TTY" ]; then
+        # the container's terminal is its /dev/console, as runc arranges it (runtime-spec config.md#process)
+        [ "$k" = 0 ] && touch /newroot/dev/console && mount --bind "$TTY" /newroot/dev/console
         exec 4<>"$TTY"
         stty -F "$TTY" sane $SIZE 2>/dev/null
         setsid -c "$@" <&4 >&4 2>&4 4>&- 3>&- &

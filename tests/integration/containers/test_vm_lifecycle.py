@@ -1,0 +1,54 @@
+"""Detached micro-VMs under conmon: logs, exec, stop (the stop signal reaches the workload), rm, and QEMU
+killed under the container's feet. Real QEMU (TCG here)."""
+
+# ruff: noqa: F811 - test arguments name the fixtures imported from vm_fixtures
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from engine_cli import Engine
+from vm_fixtures import leftovers, vm, vm_assets, vm_pids  # noqa: F401 - fixtures
+
+pytestmark = [pytest.mark.vm, pytest.mark.slow]
+BOOT_TIMEOUT = 60.0  # TCG on a busy 2-core machine
+
+
+def wait_for_log(engine: Engine, name: str, text: str) -> None:
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    while text not in engine("logs", name).stdout:
+        assert time.monotonic() < deadline, f"{name} never logged {text!r}"
+        time.sleep(0.2)
+
+
+def test_detached_logs_exec_stop_rm(vm: Engine) -> None:
+    vm("run", "-d", "--name", "app", "--isolation=vm", "busybox", "sh", "-c",
+       "echo ready; trap 'echo bye; exit 7' TERM; while true; do sleep 0.1; done")  # fmt: skip
+    wait_for_log(vm, "app", "ready")
+    assert vm("ps", "--format", "{{.Names}} {{.State}}").stdout.strip() == "app running"
+    proc = vm("exec", "app", "sh", "-c", "echo out; echo err >&2; exit 4", check=False)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (4, "out\n", "err\n")
+    proc = vm(
+        "exec", "-e", "A=1", "-w", "/tmp", "-u", "65534", "app", "sh", "-c", 'echo "$A $(pwd) $(id -u)"'
+    )
+    assert proc.stdout == "1 /tmp 65534\n"
+    assert vm("exec", "app", "no-such-command", check=False).returncode == 127
+    vm("stop", "app")
+    assert vm("ps", "-a", "--format", "{{.Status}}").stdout.startswith("Exited (7)")
+    assert "bye" in vm("logs", "app").stdout
+    vm("rm", "app")
+    assert vm("ps", "-aq").stdout == ""
+
+
+def test_qemu_killed_leaves_an_exited_container_and_nothing_else(vm: Engine) -> None:
+    cid = vm("run", "-d", "--name", "k", "--isolation=vm", "busybox", "sh", "-c",
+             "echo ready; sleep 1000").stdout.strip()  # fmt: skip
+    wait_for_log(vm, "k", "ready")
+    os.kill(int(str(vm_pids(vm.root, cid)["qemu"])), signal.SIGKILL)
+    assert vm("wait", "k", timeout=30).stdout.strip() == "137"
+    assert vm("ps", "-a", "--format", "{{.Status}}").stdout.startswith("Exited (137)")
+    assert "QEMU process was killed by signal 9" in vm("logs", "k").stderr
+    vm("rm", "k")
+    assert leftovers(vm.root) == []

@@ -1,0 +1,97 @@
+"""`run --isolation=vm` in the foreground: the guest's own kernel, what of the host it can reach, the OCI
+process spec (env, cwd, user), volumes, streams, exit codes, guest RAM, and faults. Real QEMU (TCG here)."""
+
+# ruff: noqa: F811 - test arguments name the fixtures imported from vm_fixtures
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from engine_cli import INTERMODAL, Engine
+from vm_fixtures import leftovers, vm, vm_assets  # noqa: F401 - fixtures
+
+from intermodal.isolation.microvm.kernel import Kernel
+
+pytestmark = [pytest.mark.vm, pytest.mark.slow]
+
+
+def test_guest_kernel_isolation_process_spec_and_volume(
+    vm: Engine, vm_assets: Kernel, tmp_path: Path
+) -> None:
+    secret = tmp_path / "host-only.txt"
+    secret.write_text("secret")
+    data = tmp_path / "data"
+    data.mkdir()
+    data.chmod(0o777)
+    (data / "in.txt").write_text("from-host")
+    script = (
+        'uname -r; echo "env=$FOO"; pwd; id -u; cat /data/in.txt; echo; echo from-guest > /data/out.txt; '
+        f"cat {secret} 2>/dev/null || echo no-host-path; ls /dev; echo to-stderr >&2; exit 3"
+    )
+    proc = vm("run", "--rm", "--isolation=vm", "-e", "FOO=bar", "-w", "/work", "-u", "1000:1000",
+              "-v", f"{data}:/data", "busybox", "sh", "-c", script, check=False)  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == vm_assets.release != os.uname().release
+    assert lines[1:6] == ["env=bar", "/work", "1000", "from-host", "no-host-path"]
+    # nothing of the host's /dev: the OCI default devices, pts, shm, mqueue and the /proc/self/fd links
+    assert set(lines[6:]) <= {"null", "zero", "full", "random", "urandom", "tty", "pts", "ptmx", "shm",
+                              "mqueue", "fd", "stdin", "stdout", "stderr"}  # fmt: skip
+    assert "to-stderr" in proc.stderr and "to-stderr" not in proc.stdout
+    assert (data / "out.txt").read_text() == "from-guest\n"
+    assert (data / "out.txt").stat().st_uid == 1000
+
+
+def test_memory_is_guest_ram_and_exit_zero(vm: Engine) -> None:
+    proc = vm(
+        "run", "--rm", "--isolation=vm", "--memory", "192m", "busybox", "grep", "MemTotal", "/proc/meminfo"
+    )
+    total_kib = int(proc.stdout.split()[1])
+    assert 150 * 1024 < total_kib <= 192 * 1024
+
+
+def test_command_not_found_is_127(vm: Engine) -> None:
+    proc = vm("run", "--rm", "--isolation=vm", "busybox", "no-such-command", check=False)
+    assert proc.returncode == 127
+    assert "no-such-command" in proc.stderr
+
+
+def test_guest_kernel_panic_ends_the_container_with_a_reason(vm: Engine) -> None:
+    proc = vm("run", "--name", "p", "--isolation=vm", "busybox", "sh", "-c", "echo c > /proc/sysrq-trigger",
+              check=False)  # fmt: skip
+    assert proc.returncode == 255
+    assert "guest kernel panicked" in proc.stderr
+    assert vm("ps", "-a", "--format", "{{.Status}}").stdout.startswith("Exited (255)")
+    vm("rm", "p")
+
+
+def test_bad_input_fails_before_booting(vm: Engine, tmp_path: Path) -> None:
+    small = vm("run", "--rm", "--isolation=vm", "--memory", "32m", "busybox", "true", check=False)
+    assert small.returncode == 125 and "at least 64m" in small.stderr
+    not_a_kernel = tmp_path / "vmlinux"
+    not_a_kernel.write_bytes(b"not a kernel")
+    bad = vm(
+        "run", "--rm", "--isolation=vm", "--vm-kernel", str(not_a_kernel), "busybox", "true", check=False
+    )
+    assert bad.returncode == 125 and "not a kernel image" in bad.stderr
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent)}  # no qemu-system-x86_64 on PATH
+    argv = [
+        INTERMODAL,
+        "--root",
+        str(vm.root),
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--isolation=vm",
+        "busybox",
+        "true",
+    ]
+    no_qemu = subprocess.run(argv,
+                             capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    assert no_qemu.returncode == 125
+    assert "qemu-system-x86_64 not found" in no_qemu.stderr and len(no_qemu.stderr.strip().splitlines()) == 1
+    assert leftovers(vm.root) == []
