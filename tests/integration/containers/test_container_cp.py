@@ -159,3 +159,18 @@ def test_stopped_container(engine: Engine, tmp_path: Path) -> None:
     engine("cp", "done:/in", str(tmp_path / "back"))
     assert (tmp_path / "back").read_text() == "in\n"
     assert mount_count(engine.root) == 0
+
+
+def test_paths_on_mounts_are_the_mounts(engine: Engine, tmp_path: Path) -> None:
+    engine("run", "-d", "--name", "vm", "-v", "vol:/data", "--tmpfs", "/scratch", "busybox", "sleep", "300")
+    (tmp_path / "f").write_text("into the volume\n")
+    engine("cp", str(tmp_path / "f"), "vm:/data/")
+    assert engine("exec", "vm", "cat", "/data/f").stdout == "into the volume\n"
+    assert (engine.root / "volumes/vol/_data/f").is_file()
+    hosts = subprocess.run(
+        [INTERMODAL, "--root", str(engine.root), "cp", "vm:/etc/hosts", "-"], capture_output=True, check=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(hosts)) as tf:
+        member = tf.extractfile("hosts")
+        assert member is not None and b"localhost" in member.read()  # the engine's file, not the mount point
+    assert engine("cp", str(tmp_path / "f"), "vm:/scratch/", check=False).returncode == 125

@@ -12,7 +12,9 @@ The container's file system is hostile, and it may change while we copy (CVE-201
   which would load the container's NSS libraries: CVE-2019-14271).
 * Copying out, symlinks are archived as symlinks and `apply_layer` writes them as links on the host, so a
   container's `/x -> /etc/passwd` can neither read nor overwrite the host's file.
-A stopped container's rootfs is mounted for the copy (under its lock) and unmounted afterwards.
+A path under a volume, a bind mount or the engine's /etc/hosts, /etc/hostname and /etc/resolv.conf is
+copied from or to that mount's source, as the container sees it. A stopped container's rootfs is
+mounted for the copy (under its lock) and unmounted afterwards.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import importlib.machinery
 import os
+import posixpath
 import stat
 import sys
 import tarfile
@@ -77,8 +80,8 @@ def copy(
 
 def copy_out(svc: ContainerService, src: Location, dest: str, *, follow: bool, archive: bool) -> None:
     record = svc.get(src.container)
-    with mounted_rootfs(svc, record) as rootfs:
-        fd = _open_source(rootfs, src, follow)
+    with container_root(svc, record, src.path) as (rootfs, inner):
+        fd = _open_source(rootfs, Location(src.container, inner), follow)
         try:
             is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
             contents = is_dir and _contents_only(src.path)
@@ -151,8 +154,10 @@ def copy_in(svc: ContainerService, source: str, dst: Location, *, follow: bool, 
         except FileNotFoundError:
             raise NotFound(f"could not find the file {source} on the host") from None
     try:
-        with mounted_rootfs(svc, record) as rootfs:
-            target, arcname = _container_target(rootfs, dst, source, is_dir=is_dir, name=name)
+        with container_root(svc, record, dst.path) as (rootfs, inner):
+            target, arcname = _container_target(
+                rootfs, Location(dst.container, inner), source, is_dir=is_dir, name=name
+            )
             if source == "-":
                 with _unpacker_in_root(rootfs, target, from_stdin=True):
                     return
@@ -170,8 +175,8 @@ def copy_in(svc: ContainerService, source: str, dst: Location, *, follow: bool, 
 
 
 def _container_target(rootfs: str, dst: Location, source: str, *, is_dir: bool, name: str) -> tuple[str, str]:
-    """Docker's rules on the container side, resolved inside the rootfs: (directory as a path inside the
-    container, the name the source takes in it)."""
+    """Docker's rules on the container side, resolved inside `rootfs`: (directory as a path inside it, the
+    name the source takes in it)."""
     where = f"{dst.container}:{dst.path}"
     try:
         fd = open_in_root(rootfs, dst.path)
@@ -275,6 +280,32 @@ def _forbid_imports() -> None:
 
 
 # -- shared -----------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def container_root(svc: ContainerService, record: ContainerRecord, path: str) -> Iterator[tuple[str, str]]:
+    """(root, path inside it) for a container path, as the container sees it: under a volume or bind mount
+    (or one of the engine's /etc files) that mount's source, else the container's file system. A trailing
+    `/` or `/.` is kept; symlinks are resolved later, inside the root this returns."""
+    normal = posixpath.normpath("/" + path.lstrip("/"))  # (POSIX keeps a leading "//")
+    suffix = "/." if path.endswith("/.") else "/" if path.endswith("/") else ""
+    paths = svc.paths(record.id)
+    mounts = [(m["Destination"], m["Source"], m["Type"]) for m in record.mounts]
+    mounts += [("/etc/hosts", str(paths.hosts), "bind"), ("/etc/hostname", str(paths.hostname), "bind"),
+               ("/etc/resolv.conf", str(paths.resolv), "bind")]  # fmt: skip
+    for destination, source, kind in sorted(mounts, key=lambda m: len(m[0]), reverse=True):
+        if normal == destination or normal.startswith(destination.rstrip("/") + "/"):
+            if kind == "tmpfs":
+                raise InvalidArgument(
+                    f"cannot copy to or from {path}: it is on a tmpfs mount of the container"
+                )
+            if os.path.isdir(source):
+                yield source, (normal[len(destination) :] or "/") + suffix
+            else:  # a file mounted on its own: its directory is the root
+                yield os.path.dirname(source), "/" + os.path.basename(source)
+            return
+    with mounted_rootfs(svc, record) as rootfs:
+        yield rootfs, path
 
 
 @contextlib.contextmanager
