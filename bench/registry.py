@@ -44,6 +44,8 @@ _WRITTEN = re.compile(
     r'http\.request\.method=(\w+) .*?http\.request\.uri="?(\S+?)"? .*?http\.response\.written=(\d+)'
 )
 
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via HTTP_PROXY
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -71,7 +73,7 @@ def _registry(work: Path) -> Iterator[tuple[str, Path]]:
     try:
         for _ in range(300):
             try:
-                urllib.request.urlopen(f"http://{host}/v2/", timeout=1).close()
+                _DIRECT.open(f"http://{host}/v2/", timeout=1).close()
                 break
             except (urllib.error.URLError, OSError):
                 time.sleep(0.05)

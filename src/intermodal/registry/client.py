@@ -96,6 +96,8 @@ class RegistryClient:
             follow_redirects=True,
             limits=httpx.Limits(max_connections=16, max_keepalive_connections=8),
             headers={"User-Agent": "intermodal/0.1"},
+            # HTTP(S)_PROXY never applies to a loopback registry (Go's net/http rule, so Docker's too).
+            trust_env=not is_loopback(registry),
         )
         self.base = f"{self._schemes[0]}://{self.host}"
         self._pinged = threading.Event()

@@ -36,6 +36,8 @@ REGISTRY_BIN = "/usr/bin/docker-registry"
 USER, PASSWORD = "alice", "s3cret-pass"  # the one account of the htpasswd and token registries
 PYTHON = sys.executable
 
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via HTTP_PROXY
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -89,7 +91,7 @@ def start_registry(workdir: Path, auth: dict[str, Any] | None = None) -> Registr
         if proc.poll() is not None:
             raise RuntimeError(f"docker-registry exited: {log.read_text()[-2000:]}")
         try:
-            urllib.request.urlopen(f"{registry.url}/v2/", timeout=1).close()
+            _DIRECT.open(f"{registry.url}/v2/", timeout=1).close()
             return registry
         except urllib.error.HTTPError:
             return registry  # 401: up, with auth
