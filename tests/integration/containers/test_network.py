@@ -180,6 +180,10 @@ def test_publish_on_localhost_only(net: Net) -> None:
     with pytest.raises(OSError):
         http_get(net.gateway, port)  # another host address: not published there
     assert net("port", name).stdout.strip() == f"80/tcp -> 127.0.0.1:{port}"
+    settings = json.loads(net("inspect", name).stdout)[0]["NetworkSettings"]
+    assert settings["Ports"] == {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
+    assert settings["IPAddress"] == settings["Networks"]["bridge"]["IPAddress"] == net.address(name)
+    assert settings["Gateway"] == net.gateway and settings["MacAddress"].startswith("02:42:")
     assert f"127.0.0.1:{port}->80/tcp" in net("ps").stdout
     other = net("run", "--rm", "busybox", "timeout", "3", "wget", "-qO-", f"http://{net.gateway}:{port}/index.html",
                 check=False)  # fmt: skip
