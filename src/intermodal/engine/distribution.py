@@ -22,7 +22,7 @@ from typing import BinaryIO, TypeVar, cast
 import zstandard
 from isal import isal_zlib
 
-from intermodal.errors import CorruptContent, InvalidArgument, NotFound
+from intermodal.errors import CorruptContent, InvalidArgument, NotFound, RegistryError
 from intermodal.fsutil import file_lock
 from intermodal.image import mediatypes as mt
 from intermodal.image import reference
@@ -378,7 +378,12 @@ def _push_blob(
     for source in mounts.sources(ref.registry, desc.digest):
         if source == repo:
             continue
-        location = client.mount_blob(repo, desc.digest, source)
+        try:
+            location = client.mount_blob(repo, desc.digest, source)
+        except RegistryError as e:
+            if e.http_status >= 500:
+                raise
+            continue  # no read access to the source repository (or it is gone): try another, or upload
         if location is None:
             emit(short, f"Mounted from {source}")
             return 0

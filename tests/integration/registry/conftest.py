@@ -9,7 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from .registry_support import PASSWORD, USER, FaultProxy, Registry, TokenServer, start_registry
+from .registry_support import (
+    OTHER_PASSWORD,
+    OTHER_USER,
+    PASSWORD,
+    USER,
+    FaultProxy,
+    Registry,
+    TokenServer,
+    start_registry,
+)
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +42,8 @@ def basic_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registr
 
 @pytest.fixture(scope="session")
 def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TokenServer]:
-    server = TokenServer(tmp_path_factory.mktemp("token"), {USER: PASSWORD})
+    users = {USER: PASSWORD, OTHER_USER: OTHER_PASSWORD}
+    server = TokenServer(tmp_path_factory.mktemp("token"), users, prefixes={OTHER_USER: "bob/"})
     yield server
     server.stop()
 

@@ -33,7 +33,8 @@ from intermodal.image.models import Descriptor, Manifest, canonical_json
 from intermodal.image.store import ImageRecord, ImageStore
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
-USER, PASSWORD = "alice", "s3cret-pass"  # the one account of the htpasswd and token registries
+USER, PASSWORD = "alice", "s3cret-pass"  # the account of the htpasswd and token registries
+OTHER_USER, OTHER_PASSWORD = "bob", "bobs-pass"  # token registry only, limited to bob/ repositories
 PYTHON = sys.executable
 
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via HTTP_PROXY
@@ -186,13 +187,20 @@ class TokenServer:
     scopes to known users (nothing to anonymous callers) and signs ES256 JWTs with a self-signed certificate
     whose chain rides in the `x5c` header, which the registry checks against `rootcertbundle`."""
 
-    def __init__(self, workdir: Path, users: dict[str, str], service: str = "test-registry"):
+    def __init__(
+        self,
+        workdir: Path,
+        users: dict[str, str],
+        service: str = "test-registry",
+        prefixes: dict[str, str] | None = None,
+    ):
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization
         from cryptography.hazmat.primitives.asymmetric import ec
         from cryptography.x509.oid import NameOID
 
         self.users = users
+        self.prefixes = prefixes or {}  # user -> the repository prefix they may access (default: all)
         self.service = service
         self.issuer = "intermodal-test-issuer"
         self.requests: list[dict[str, list[str]]] = []
@@ -273,7 +281,8 @@ class TokenServer:
             for item in scope.split(" "):
                 kind, _, rest = item.partition(":")
                 repo, _, actions = rest.rpartition(":")
-                access.append({"type": kind, "name": repo, "actions": actions.split(",")})
+                if repo.startswith(self.prefixes.get(user, "")):
+                    access.append({"type": kind, "name": repo, "actions": actions.split(",")})
         now = int(time.time())
         claims = {
             "iss": self.issuer,

@@ -12,7 +12,16 @@ from pathlib import Path
 from intermodal.engine import distribution
 from intermodal.image.store import ImageStore
 
-from .registry_support import PASSWORD, USER, Registry, TokenServer, intermodal, make_image
+from .registry_support import (
+    OTHER_PASSWORD,
+    OTHER_USER,
+    PASSWORD,
+    USER,
+    Registry,
+    TokenServer,
+    intermodal,
+    make_image,
+)
 
 
 def test_basic_auth_login_push_pull_logout(
@@ -94,3 +103,22 @@ def test_token_auth(
     out = intermodal(tmp_path / "a", "push", f"{host}/tok/copy:1").stdout
     assert out.count("Mounted from tok/app") == 2
     assert ImageStore(tmp_path / "a" / "images").get(f"{host}/tok/copy:1").repo_digests
+
+
+def test_a_mount_from_a_repository_we_cannot_read_falls_back_to_an_upload(
+    token_registry: Registry, tmp_path: Path
+) -> None:
+    host = token_registry.host
+    source = f"{host}/tok/private:1"
+    make_image(tmp_path / "a", source, [{"a": os.urandom(5_000)}])
+    intermodal(tmp_path / "a", "login", "-u", USER, "--password-stdin", host, stdin=PASSWORD + "\n")
+    distribution.push(tmp_path / "a", source)  # now the store's hints say tok/private holds the blobs
+
+    intermodal(
+        tmp_path / "a", "login", "-u", OTHER_USER, "--password-stdin", host, stdin=OTHER_PASSWORD + "\n"
+    )
+    intermodal(tmp_path / "a", "tag", source, f"{host}/bob/copy:1")
+    out = intermodal(tmp_path / "a", "push", f"{host}/bob/copy:1").stdout
+    assert "Mounted from" not in out and out.count("Pushed") == 1
+    denied = intermodal(tmp_path / "b", "pull", source, check=False)
+    assert denied.returncode == 1 and "unauthorized" in denied.stderr
