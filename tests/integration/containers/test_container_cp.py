@@ -91,6 +91,11 @@ def test_symlinks_to_host_files_are_never_followed(engine: Engine, tmp_path: Pat
     assert Path("/etc/passwd").read_bytes() == passwd
     assert host_file.read_text() == "host secret\n"
     assert engine("exec", "box", "cat", "/etc/passwd").stdout == "overwritten\n"
+    # A whiteout name would delete a sibling where it lands: refused.
+    engine("exec", "box", "sh", "-c", "mkdir /wh && touch /wh/.wh.victim")
+    (tmp_path / "victim").write_text("keep\n")
+    assert engine("cp", "box:/wh/.", str(tmp_path), check=False).returncode == 125
+    assert (tmp_path / "victim").read_text() == "keep\n"
     # A tar stream with entries that climb out or go through a link is refused or stays inside.
     evil_tar = io.BytesIO()
     with tarfile.open(fileobj=evil_tar, mode="w") as tf:

@@ -361,6 +361,9 @@ def write_tar(out: BinaryIO, top: int, arcname: str, *, owner: tuple[int, int] |
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
 
         def add(name: str, st: os.stat_result, dir_fd: int | None, entry: str) -> None:
+            if os.path.basename(name).startswith(".wh."):
+                # apply_layer would read it as a whiteout and delete a sibling at the destination.
+                raise InvalidArgument(f"cannot copy {name!r}: names starting with .wh. are layer whiteouts")
             info = tarfile.TarInfo(name)
             info.mode, info.mtime = stat.S_IMODE(st.st_mode), st.st_mtime
             info.uid, info.gid = owner or (st.st_uid, st.st_gid)
