@@ -156,3 +156,12 @@ def test_diff_hasher_reports_damage() -> None:
         _hash([blob[:-5000]])
     with pytest.raises(CorruptContent, match="not valid gzip data"):
         _hash([blob[:20], bytes(b ^ 0xFF for b in blob[20:])])
+
+
+def test_a_loopback_client_builds_its_https_transport_only_when_needed() -> None:
+    from intermodal.registry.client import RegistryClient
+
+    with RegistryClient("127.0.0.1:1") as client:
+        assert client.base == "http://127.0.0.1:1"
+        with pytest.raises(httpx.ConnectError):  # a redirect to HTTPS would go through the lazy transport
+            client._http.get("https://127.0.0.1:1/", timeout=2)

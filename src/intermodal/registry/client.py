@@ -88,17 +88,23 @@ class RegistryClient:
             self._schemes = ["https"]
         else:
             self._schemes = ["https", "http"]
-        verify: ssl.SSLContext | bool = ssl.create_default_context() if tls_verify else False
-        self._http = httpx.Client(
-            auth=self.auth,
-            verify=verify,
-            timeout=TIMEOUT,
-            follow_redirects=True,
-            limits=httpx.Limits(max_connections=16, max_keepalive_connections=8),
-            headers={"User-Agent": "intermodal/0.1"},
-            # HTTP(S)_PROXY never applies to a loopback registry (Go's net/http rule, so Docker's too).
-            trust_env=not is_loopback(registry),
-        )
+        limits = httpx.Limits(max_connections=16, max_keepalive_connections=8)
+        common: dict[str, Any] = {
+            "auth": self.auth,
+            "timeout": TIMEOUT,
+            "follow_redirects": True,
+            "headers": {"User-Agent": "intermodal/0.1"},
+        }
+        if is_loopback(registry):
+            self._http = httpx.Client(
+                transport=httpx.HTTPTransport(verify=False, limits=limits),  # plain HTTP: nothing to verify
+                mounts={"https://": _LazyTLS(limits, tls_verify)},  # only if a redirect leads to HTTPS
+                trust_env=False,  # HTTP(S)_PROXY never applies to loopback (Go's net/http rule, Docker's too)
+                **common,
+            )
+        else:
+            verify: ssl.SSLContext | bool = ssl.create_default_context() if tls_verify else False
+            self._http = httpx.Client(verify=verify, limits=limits, **common)
         self.base = f"{self._schemes[0]}://{self.host}"
         self._pinged = threading.Event()
 
@@ -443,6 +449,28 @@ def _read_pieces(f: BinaryIO, n: int, report: Callable[[int], None]) -> Iterator
         n -= len(data)
         report(len(data))
         yield data
+
+
+class _LazyTLS(httpx.BaseTransport):
+    """The HTTPS transport of a loopback registry's client, built on first use: loading the system CA
+    bundle takes ~70 ms, which a local registry that never redirects elsewhere should not cost."""
+
+    def __init__(self, limits: httpx.Limits, verify: bool):
+        self._limits = limits
+        self._verify = verify
+        self._transport: httpx.HTTPTransport | None = None
+        self._lock = threading.Lock()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        with self._lock:
+            if self._transport is None:
+                verify: ssl.SSLContext | bool = ssl.create_default_context() if self._verify else False
+                self._transport = httpx.HTTPTransport(verify=verify, limits=self._limits)
+        return self._transport.handle_request(request)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
 
 
 class Cancelled(Exception):
