@@ -276,7 +276,7 @@ def build_spec(
         seccomp_profile=seccomp_profile,
         mounts=oci_mounts,
         linux_resources=resources,
-        cgroups_path=f"intermodal/{record.id}",
+        cgroups_path=f"/intermodal/{record.id}",  # absolute: runc puts relative paths under its own cgroup
         namespaces={"network": netns} if netns != "" else None,
         annotations={"org.opencontainers.image.ref.name": record.image_name, **_vm_annotations(hc)},
     )

@@ -81,6 +81,8 @@ class ContainerStore:
     @contextlib.contextmanager
     def locked(self, cid: str) -> Iterator[None]:
         """Serialise every state change of one container across processes."""
+        if not self.dir(cid).is_dir():
+            raise NotFound(f"no such container: {cid}")  # never re-create a removed container's directory
         with file_lock(self.root / cid / "lock"):
             yield
 

@@ -267,7 +267,6 @@ class ContainerService:
             _remove_cgroup(cid)
             self.networks.detach(cid)
             bundles.unmount_rootfs(paths)
-            (paths.exits / cid).unlink(missing_ok=True)
             record.state.update(
                 Status=EXITED, Running=False, Paused=False, Restarting=False, Pid=0, ExitCode=code,
                 OOMKilled=oom, FinishedAt=now(), Error=error,
@@ -278,6 +277,8 @@ class ContainerService:
                 record.state.update(Status=RESTARTING, Restarting=True)
                 record.restart_count += 1
             self.store.save(record)
+            # Only now: until the record says exited, the exit file is what tells readers it has.
+            (paths.exits / cid).unlink(missing_ok=True)
         if record.host_config.get("AutoRemove") and not restart:
             self.remove(cid, force=True, volumes=True)
             return None
@@ -342,15 +343,19 @@ class ContainerService:
         return False
 
     def wait_finalized(self, cid: str, timeout: float = 15) -> ContainerRecord:
-        """Wait until the monitor has recorded the exit (or finalize ourselves if it does not)."""
+        """Wait until the exit is recorded; finalize it ourselves once conmon has written the exit file
+        (the caller stopped the container on purpose, so no restart policy applies)."""
         deadline = time.monotonic() + timeout
         while True:
-            record = self.refresh(self.store.load(cid))
+            record = self.store.load(cid)
             if record.status not in ACTIVE:
                 return record
-            if time.monotonic() > deadline:
-                code = record.state.get("ExitCode", 137)
+            exit_file = self.paths(cid).exits / cid
+            if exit_file.exists() or time.monotonic() > deadline:
+                code = _read_exit(exit_file) if exit_file.exists() else 137
                 return self.finalize(cid, code, allow_restart=False) or record
+            if not self.monitor_alive(record):
+                return self.refresh(record)
             time.sleep(0.02)
 
     def wait(self, spec: str, condition: str = "not-running") -> int:
@@ -384,6 +389,7 @@ class ContainerService:
         with self.store.locked(record.id):
             paths = self.paths(record.id)
             bundles.unmount_rootfs(paths)
+            _remove_cgroup(record.id)
             if volumes:
                 for m in record.mounts:
                     if m["Type"] == "volume" and self._is_anonymous(m["Name"]):
@@ -468,9 +474,11 @@ def _oom_killed(cid: str) -> bool:
 
 
 def _remove_cgroup(cid: str) -> None:
-    with contextlib.suppress(OSError, IntermodalError):
-        group = open_cgroup(f"intermodal/{cid}")
-        if group.exists():
+    """Kill what is left and remove the cgroup; a loaded machine may take a while to release its tasks."""
+    group = open_cgroup(f"intermodal/{cid}")
+    deadline = time.monotonic() + 10
+    while group.exists() and time.monotonic() < deadline:
+        with contextlib.suppress(OSError, IntermodalError):
             group.delete()
 
 
