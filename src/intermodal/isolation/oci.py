@@ -190,9 +190,13 @@ def _messages(output: str) -> list[str]:
 
 
 def open_runtime(name: str, state_root: Path, scratch: Path) -> OciRuntime:
-    """Our own runtime runs in-process for speed; any other is driven through its command line."""
+    """Our own runtimes run in-process for speed; any other is driven through its command line."""
     if (name or BUILTIN) == BUILTIN:
         from intermodal.isolation.builtin import BuiltinRuntime
 
         return BuiltinRuntime(BUILTIN, state_root, scratch)
+    if name == VM:
+        from intermodal.isolation.microvm.inprocess import VmRuntime
+
+        return VmRuntime(VM, state_root, scratch)
     return OciRuntime(name, state_root, scratch)

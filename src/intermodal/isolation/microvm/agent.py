@@ -52,17 +52,10 @@ std_mounts() {  # /proc, /sys and a /dev with the OCI default devices only (runt
     mkdir -p /newroot/proc /newroot/sys /newroot/dev
     mount -t proc proc /newroot/proc
     mount -t sysfs -o ro,nosuid,nodev,noexec sysfs /newroot/sys
-    mount -t tmpfs -o nosuid,mode=755,size=65536k tmpfs /newroot/dev
-    for d in "null 1 3" "zero 1 5" "full 1 7" "random 1 8" "urandom 1 9" "tty 5 0"; do
-        set -- $d; mknod -m 666 "/newroot/dev/$1" c "$2" "$3"
-    done
-    mkdir -p /newroot/dev/pts /newroot/dev/shm /newroot/dev/mqueue
+    mount --bind /dev.oci /newroot/dev  # made in the initramfs (initramfs.py): no mknod at boot
     mount -t devpts -o newinstance,ptmxmode=0666,mode=620 devpts /newroot/dev/pts
-    ln -s pts/ptmx /newroot/dev/ptmx
     mount -t tmpfs -o nosuid,nodev,noexec,size=65536k shm /newroot/dev/shm
     mount -t mqueue mqueue /newroot/dev/mqueue 2>/dev/null
-    ln -s /proc/self/fd /newroot/dev/fd; ln -s /proc/self/fd/0 /newroot/dev/stdin
-    ln -s /proc/self/fd/1 /newroot/dev/stdout; ln -s /proc/self/fd/2 /newroot/dev/stderr
 }
 link_ports() {  # name the virtio-serial ports that have appeared; fails while one of "$@" is missing
     for p in /sys/class/virtio-ports/*; do

@@ -18,7 +18,7 @@ from intermodal.isolation.microvm import agent
 from intermodal.isolation.microvm.kernel import Kernel
 
 BUSYBOX = "/bin/busybox"
-_FORMAT = "1"  # bump when the layout below changes
+_FORMAT = "2"  # bump when the layout below changes
 
 
 class Archive:
@@ -28,9 +28,9 @@ class Archive:
         self._data = bytearray()
         self._ino = 1
 
-    def _entry(self, name: str, mode: int, data: bytes = b"") -> None:
+    def _entry(self, name: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0)) -> None:
         encoded = name.encode() + b"\0"
-        fields = (self._ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(encoded), 0)
+        fields = (self._ino, mode, 0, 0, 1, 0, len(data), 0, 0, *rdev, len(encoded), 0)
         self._ino += 1
         self._data += b"070701" + b"".join(b"%08X" % f for f in fields) + encoded
         self._data += b"\0" * (-len(self._data) % 4) + data
@@ -44,6 +44,9 @@ class Archive:
 
     def symlink(self, name: str, target: str) -> None:
         self._entry(name, stat.S_IFLNK | 0o777, target.encode())
+
+    def char_device(self, name: str, major: int, minor: int, mode: int = 0o666) -> None:
+        self._entry(name, stat.S_IFCHR | mode, rdev=(major, minor))
 
     def finish(self) -> bytes:
         self._entry("TRAILER!!!", 0)
@@ -71,6 +74,7 @@ def base_image(kernel: Kernel, cache_dir: Path) -> Path:
         archive.symlink(f"bin/{applet}", "busybox")
     for i, (name, data) in enumerate(modules):
         archive.file(f"lib/modules/{i:02d}-{name}", data)
+    _oci_dev(archive)
     archive.file("init", agent.INIT.encode(), 0o755)
     cache_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, archive.finish())
@@ -78,6 +82,19 @@ def base_image(kernel: Kernel, cache_dir: Path) -> Path:
         if stale != path:
             stale.unlink(missing_ok=True)
     return path
+
+
+def _oci_dev(archive: Archive) -> None:
+    """The container's /dev: the default devices and links of runtime-spec config-linux.md#default-devices."""
+    archive.directory("dev.oci")
+    for name, major, minor in (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8),
+                               ("urandom", 1, 9), ("tty", 5, 0)):  # fmt: skip
+        archive.char_device(f"dev.oci/{name}", major, minor)
+    for d in ("pts", "shm", "mqueue"):
+        archive.directory(f"dev.oci/{d}")
+    for name, target in (("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):  # fmt: skip
+        archive.symlink(f"dev.oci/{name}", target)
 
 
 def vm_image(base: Path, config: str, files: Iterable[tuple[str, bytes, int]], dest: Path) -> Path:

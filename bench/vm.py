@@ -1,0 +1,178 @@
+"""Micro-VM start-up and memory against the hypervisor's own floor.
+
+`run --isolation=vm --rm busybox true` vs the bare QEMU command line that boots the same kernel with the
+same kind of rootfs (virtiofs from a busybox tree, served by virtiofsd) through a minimal init that loads
+the same modules, mounts it, runs `true` chrooted and powers off: the limit for this hypervisor, so the
+ratio is the engine's overhead. Then `run --rm busybox true` as a container, for scale. Then the memory of
+an idle detached VM (RSS and PSS of QEMU, virtiofsd, the shim and conmon) against its guest RAM.
+Medians of BENCH_VM_RUNS (default 5: boots are slow, TCG on machines without a usable KVM).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from intermodal.isolation.microvm import initramfs, kernel, qemu
+from intermodal.isolation.microvm.shim import VIRTIOFSD
+
+RUNS = int(os.environ.get("BENCH_VM_RUNS", "5"))
+INTERMODAL = str(Path(sys.executable).with_name("intermodal"))
+ENV = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "INTERMODAL_ROOT")}
+BARE_INIT = """#!/bin/sh
+for m in /lib/modules/*.ko; do insmod "$m"; done
+mount -t virtiofs rootfs /newroot && chroot /newroot /bin/true
+poweroff -f
+"""
+
+
+def interleaved(cases: list[Callable[[], object]]) -> list[list[tuple[float, float]]]:
+    """(wall, CPU of all children) per run; the cases take turns so a change in the machine's load (a shared
+    machine) hits them alike. CPU time is the load-independent figure."""
+    out: list[list[tuple[float, float]]] = [[] for _ in cases]
+    for _ in range(RUNS):
+        for i, fn in enumerate(cases):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            start = time.perf_counter()
+            fn()
+            wall = time.perf_counter() - start
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            out[i].append((wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime))
+    return out
+
+
+def bare_qemu(guest: kernel.Kernel, accel: str, work: Path) -> Callable[[], None]:
+    """QEMU + virtiofsd with the engine's kernel command line and devices, but none of the engine."""
+    rootfs = work / "bare-rootfs"
+    (rootfs / "bin").mkdir(parents=True)
+    shutil.copy(initramfs.BUSYBOX, rootfs / "bin" / "busybox")
+    subprocess.run([str(rootfs / "bin" / "busybox"), "--install", "-s", str(rootfs / "bin")], check=True)
+    archive = initramfs.Archive()
+    for d in ("bin", "dev", "proc", "sys", "newroot", "lib", "lib/modules"):
+        archive.directory(d)
+    archive.file("bin/busybox", Path(initramfs.BUSYBOX).read_bytes(), 0o755)
+    for applet in ("sh", "insmod", "mount", "chroot", "poweroff"):
+        archive.symlink(f"bin/{applet}", "busybox")
+    for i, module in enumerate(guest.modules):
+        archive.file(f"lib/modules/{i:02d}-{module.name}", module.read_bytes())
+    archive.file("init", BARE_INIT.encode(), 0o755)
+    initrd = work / "bare.cpio"
+    initrd.write_bytes(archive.finish())
+    socket_path = Path(tempfile.mkdtemp(prefix="vmb-")) / "fs.sock"
+
+    def run() -> None:
+        daemon = subprocess.Popen([VIRTIOFSD, f"--socket-path={socket_path}", "-o", f"source={rootfs}",
+                                   "-o", "cache=auto", "--rlimit-nofile=0"], stderr=subprocess.DEVNULL)  # fmt: skip
+        while not socket_path.exists():
+            time.sleep(0.001)
+        machine = qemu.Machine(kernel=guest.vmlinux, initrd=initrd, accel=accel)
+        argv = machine.argv() + [
+            "-object", "memory-backend-memfd,id=mem,size=256M,share=on", "-machine", "memory-backend=mem",
+            "-global", "virtio-mmio.force-legacy=false", "-chardev", f"socket,id=fs,path={socket_path}",
+            "-device", "vhost-user-fs-device,chardev=fs,tag=rootfs",
+        ]  # fmt: skip
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        daemon.wait(5)
+
+    return run
+
+
+def engine_run(root: Path, *flags: str) -> Callable[[], None]:
+    def run() -> None:
+        subprocess.run([INTERMODAL, "--root", str(root), "run", "--rm", "--network", "none", *flags, "busybox",
+                        "true"], check=True, env=ENV, stdout=subprocess.DEVNULL)  # fmt: skip
+
+    return run
+
+
+def memory_kib(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) in KiB from smaps_rollup."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        key, value = line.split(":", 1)
+        fields[key] = int(value.split()[0])
+    return fields["Rss"], fields["Pss"]
+
+
+def idle_memory(root: Path) -> list[tuple[str, int, int]]:
+    cid = subprocess.run([INTERMODAL, "--root", str(root), "run", "-d", "--network", "none", "--isolation=vm",
+                          "busybox", "sh", "-c", "echo ready; sleep 1000"],
+                         check=True, env=ENV, capture_output=True, text=True).stdout.strip()  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while "ready" not in subprocess.run([INTERMODAL, "--root", str(root), "logs", cid], env=ENV,
+                                            capture_output=True, text=True).stdout:  # fmt: skip
+            if time.monotonic() > deadline:
+                raise RuntimeError("the VM did not start within 120 s")
+            time.sleep(0.2)
+        time.sleep(2)  # let the guest settle
+        state = root / "run" / "vm" / cid
+        pids = json.loads((state / "pids.json").read_text())
+        shim = json.loads((state / "state.json").read_text())["pid"]
+        conmon = int((root / "containers" / cid / "conmon.pid").read_text())
+        procs = [("qemu", pids["qemu"]), *((f"virtiofsd {i}", p) for i, p in enumerate(_with_children(pids["helpers"]))),
+                 ("shim", shim), ("conmon", conmon)]  # fmt: skip
+        return [(name, *memory_kib(pid)) for name, pid in procs]
+    finally:
+        subprocess.run([INTERMODAL, "--root", str(root), "rm", "-f", cid], env=ENV, capture_output=True)
+
+
+def _with_children(pids: list[int]) -> list[int]:
+    """virtiofsd forks its sandboxed worker: count both."""
+    out = []
+    for pid in pids:
+        out.append(pid)
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            children = (task / "children").read_text().split()
+            out += [int(c) for c in children]
+    return out
+
+
+def main() -> None:
+    if not shutil.which(qemu.BINARY):
+        print(f"\nvm: skipped: {qemu.BINARY} is not installed")
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-vm-") as tmp:
+        work = Path(tmp)
+        root = work / "root"
+        assets = kernel.download_cache() / "bench-assets"
+        assets.mkdir(parents=True, exist_ok=True)
+        ENV["INTERMODAL_VM_DIR"] = str(assets)
+        subprocess.run([INTERMODAL, "--root", str(root), "image", "bootstrap", "busybox"], check=True, env=ENV,
+                       capture_output=True)  # fmt: skip
+        guest = kernel.resolve(assets)
+        engine_run(
+            root, "--isolation=vm"
+        )()  # warm-up: unpacks nothing twice, settles the accelerator verdict
+        accel = next(iter(assets.glob("accel-*.json")), None)
+        accel_name = json.loads(accel.read_text())["accel"] if accel else "tcg"
+        labels = ["bare QEMU + virtiofsd (the floor)", "intermodal run --isolation=vm --rm",
+                  "intermodal run --rm (container)"]  # fmt: skip
+        results = interleaved([bare_qemu(guest, accel_name, work), engine_run(root, "--isolation=vm"),
+                               engine_run(root)])  # fmt: skip
+        memory = idle_memory(root)
+    floor = [statistics.median(s[k] for s in results[0]) for k in (0, 1)]
+    print(f"\nvm: `busybox true`, {accel_name.upper()}, kernel {guest.release}, medians of {RUNS} (min-max)")
+    print(f"{'case':36} {'wall s':>18} {'ratio':>6}   {'CPU s':>5} {'ratio':>6}")
+    for label, samples in zip(labels, results, strict=True):
+        wall = [s[0] for s in samples]
+        cpu = statistics.median(s[1] for s in samples)
+        med = statistics.median(wall)
+        print(f"{label:36} {med:5.2f} ({min(wall):.2f}-{max(wall):.2f}) {med / floor[0]:5.2f}x"
+              f"   {cpu:5.2f} {cpu / floor[1]:5.2f}x")  # fmt: skip
+    print(f"\nvm: idle detached VM, guest RAM {qemu.DEFAULT_MEMORY_MIB} MiB")
+    print(f"{'process':16} {'RSS MiB':>9} {'PSS MiB':>9}")
+    for name, rss, pss in memory:
+        print(f"{name:16} {rss / 1024:9.1f} {pss / 1024:9.1f}")
+    total_rss, total_pss = sum(m[1] for m in memory), sum(m[2] for m in memory)
+    print(f"{'total':16} {total_rss / 1024:9.1f} {total_pss / 1024:9.1f}"
+          f"   ({total_pss / 1024 / qemu.DEFAULT_MEMORY_MIB:.2f}x guest RAM by PSS)")  # fmt: skip

@@ -1,0 +1,68 @@
+"""The VM runtime called in-process by the engine for foreground runs: the same operations as
+`intermodal-vm-runtime` on the same state directory, without three more interpreter start-ups (create,
+start, delete: ≈0.1 s each). conmon still gets the binary for detached containers."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from intermodal.errors import IntermodalError, NotFound
+from intermodal.isolation.microvm import lifecycle
+from intermodal.isolation.oci import OciRuntime, runtime_error
+
+
+class VmRuntime(OciRuntime):
+    def create(
+        self,
+        cid: str,
+        bundle: Path,
+        pid_file: Path,
+        stdio: Sequence[int] | None = None,
+        console_socket: Path | None = None,
+    ) -> None:
+        """The shim is forked from here and keeps fds 0-2, so point ours at `stdio` for the duration."""
+        self.state_root.mkdir(parents=True, exist_ok=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = [os.dup(fd) for fd in (0, 1, 2)]
+        devnull = os.open(os.devnull, os.O_RDWR)
+        try:
+            for fd, target in enumerate(stdio or (devnull, devnull, devnull)):
+                os.dup2(target, fd)
+            lifecycle.create(self.state_root, cid, bundle, str(pid_file), str(console_socket or "") or None)
+        except (IntermodalError, OSError) as e:
+            raise runtime_error(self.name, "create", str(e)) from None
+        finally:
+            for fd, original in enumerate(saved):
+                os.dup2(original, fd)
+                os.close(original)
+            os.close(devnull)
+
+    def start(self, cid: str) -> None:
+        try:
+            lifecycle.start(self.state_root, cid)
+        except (IntermodalError, OSError) as e:
+            raise runtime_error(self.name, "start", str(e)) from None
+
+    def kill(self, cid: str, sig: int | str, all_processes: bool = False) -> None:
+        from intermodal.runtime.container import parse_signal
+
+        with contextlib.suppress(IntermodalError, OSError):
+            lifecycle.kill(self.state_root, cid, parse_signal(sig))
+
+    def delete(self, cid: str, force: bool = True) -> None:
+        if not (self.state_root / cid).exists():
+            return
+        with contextlib.suppress(NotFound):
+            lifecycle.delete(self.state_root, cid, force)
+
+    def state(self, cid: str) -> dict[str, Any] | None:
+        try:
+            return lifecycle.state(self.state_root, cid)
+        except (IntermodalError, OSError):
+            return None
