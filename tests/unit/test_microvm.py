@@ -1,0 +1,177 @@
+"""The micro-VM backend's pure parts: vmlinux extraction, the cpio writer, module order, the agent's process
+script, the nonce-delimited streams, the bundle → guest mapping, QEMU's command line and the engine's flags."""
+
+from __future__ import annotations
+
+import gzip
+import lzma
+import os
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import lz4.block
+import pytest
+import zstandard
+
+from intermodal.engine.containers.options import RunOptions, host_config
+from intermodal.errors import InvalidArgument
+from intermodal.isolation.microvm import agent, bundle, initramfs, kernel, qemu
+from intermodal.isolation.microvm.shim import Stream
+
+FAKE_ELF = b"\x7fELF" + bytes(range(256)) * 40000  # ≈10 MB: more than one 8 MiB LZ4 block
+
+
+def _lz4_legacy(data: bytes) -> bytes:
+    out = b"\x02\x21\x4c\x18"
+    for i in range(0, len(data), 8 << 20):
+        block = lz4.block.compress(data[i : i + (8 << 20)], store_size=False)
+        out += len(block).to_bytes(4, "little") + block
+    return out
+
+
+@pytest.mark.parametrize(
+    "compress",
+    [gzip.compress, lzma.compress, zstandard.ZstdCompressor().compress, _lz4_legacy],
+    ids=["gzip", "xz", "zstd", "lz4"],
+)
+def test_extract_vmlinux_finds_the_payload_after_false_magics(compress) -> None:  # type: ignore[no-untyped-def]
+    # a bzImage-like prefix containing stray magic bytes, the payload, then a trailer
+    image = b"MZ" + b"\x1f\x8b\x08\xfd7zXZ\x00\x02\x21\x4c\x18junk" * 3 + compress(FAKE_ELF) + b"\x00" * 64
+    assert kernel.extract_vmlinux(image) == FAKE_ELF
+
+
+def test_extract_vmlinux_passes_an_elf_and_rejects_other_files() -> None:
+    assert kernel.extract_vmlinux(FAKE_ELF) is FAKE_ELF
+    with pytest.raises(InvalidArgument, match="not a kernel image"):
+        kernel.extract_vmlinux(b"hello world" * 100)
+
+
+def test_cpio_archive_unpacks_with_busybox(tmp_path: Path) -> None:
+    archive = initramfs.Archive()
+    archive.directory("bin")
+    archive.file("bin/tool", b"#!/bin/sh\necho hi\n", 0o755)
+    archive.symlink("bin/link", "tool")
+    archive.file("odd name.txt", b"x" * 5)
+    data = archive.finish()
+    assert len(data) % 512 == 0
+    out = tmp_path / "out"
+    out.mkdir()
+    subprocess.run(["busybox", "cpio", "-i", "-d"], input=data, cwd=out, check=True, capture_output=True)
+    assert (out / "bin" / "tool").read_bytes() == b"#!/bin/sh\necho hi\n"
+    assert (out / "bin" / "tool").stat().st_mode & 0o777 == 0o755
+    assert os.readlink(out / "bin" / "link") == "tool"
+    assert (out / "odd name.txt").read_bytes() == b"xxxxx"
+
+
+def test_stream_strips_the_nonce_split_across_reads_and_delays_nothing_else() -> None:
+    stream = Stream("<<N1>>")
+    assert stream.feed(b"hello\n") == b"hello\n"  # interactive output is not held back
+    assert stream.feed(b"a<") == b"a"  # could be the nonce's start: held
+    assert stream.feed(b"x") == b"<x"
+    assert stream.feed(b"<<N") == b""
+    assert stream.feed(b"1>>ignored") == b""
+    assert stream.done
+    unfinished = Stream("<<N1>>")
+    assert unfinished.feed(b"tail<<") == b"tail"
+    assert unfinished.flush() == b"<<"
+
+
+def test_process_script_quotes_args_env_and_applies_the_spec() -> None:
+    process = {
+        "args": ["sh", "-c", "echo 'it''s' \"$X\"; exit 3", "a b", "$(no)"],
+        "env": ["X=1 2", "Y=quote'd", "BAD"],
+        "cwd": "/w d",
+        "user": {"uid": 1000, "gid": 100},
+        "noNewPrivileges": True,
+        "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": 2**64 - 1}],
+    }
+    script = agent.process_script(process, 2, attach_stdin=True, nonce="<<n>>")
+    lines = script.splitlines()
+    assert "STDIN=/ports/in2" in lines and "TTY=" in lines
+    assert "ulimit -H -n unlimited" in script and "ulimit -S -n 1024" in script
+    argv = shlex.split(lines[-1])[2:]  # after "set --"
+    assert argv[:5] == ["/bin/busybox", "env", "-i", "X=1 2", "Y=quote'd"]
+    assert argv[5:8] == ["/bin/busybox", "setpriv", "--nnp"]
+    assert argv[8:] == ["/bin/busybox", "nsenter", "-r/newroot", "-w/newroot/w d", "-S", "1000", "-G", "100",
+                        "--", *process["args"]]  # fmt: skip
+
+
+def test_guest_config_maps_mounts_to_shares_tmpfs_and_copied_files(tmp_path: Path) -> None:
+    volume = tmp_path / "vol"
+    volume.mkdir()
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n")
+    spec = {
+        "hostname": "box",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/data", "type": "bind", "source": str(volume), "options": ["rbind", "ro"]},
+            {
+                "destination": "/tmp",
+                "type": "tmpfs",
+                "source": "tmpfs",
+                "options": ["nosuid", "size=1m", "x"],
+            },
+            {"destination": "/etc/hosts", "type": "bind", "source": str(hosts), "options": ["rbind"]},
+        ],
+    }
+    plan = bundle.Plan(id="c", bundle="b", rootfs="r", rootfs_transport="virtiofs", root_readonly=False,
+                       memory_mib=256, cpus=1)  # fmt: skip
+    config, files = bundle.guest_config(spec, plan)
+    assert plan.shares == [bundle.Share("vol0", str(volume), True)]
+    body = [line.strip() for line in config.splitlines()[1:-1]]
+    assert body == ["root_virtiofs rootfs rw", "std_mounts", "vol_virtiofs vol0 /data ro",
+                    "vol_tmpfs /tmp nosuid,size=1m", "file_bind f0 /etc/hosts rw", "hostname box"]  # fmt: skip
+    assert files == [("f0", b"127.0.0.1 localhost\n", 0o644)]
+    with pytest.raises(InvalidArgument, match="does not exist"):
+        bundle.guest_config({"mounts": [{"destination": "/x", "type": "bind", "source": "/no/such"}]}, plan)
+
+
+def test_resources_become_guest_ram_and_vcpus() -> None:
+    spec = {
+        "linux": {"resources": {"memory": {"limit": 512 << 20}, "cpu": {"quota": 150000, "period": 100000}}}
+    }
+    assert bundle.resources(spec) == (512, min(2, os.cpu_count() or 1))
+    assert bundle.resources({}) == (qemu.DEFAULT_MEMORY_MIB, 1)
+    with pytest.raises(InvalidArgument, match="at least 64m"):
+        bundle.resources({"linux": {"resources": {"memory": {"limit": 32 << 20}}}})
+
+
+def test_qemu_command_line(tmp_path: Path) -> None:
+    if not shutil.which(qemu.BINARY):
+        pytest.skip("qemu-system-x86_64 is not installed")
+    tcg = qemu.Machine(kernel=tmp_path / "vmlinux", initrd=tmp_path / "initrd", memory_mib=512, cpus=2,
+                       port_fds={"ctl": 7, "tty0": 8}).argv()  # fmt: skip
+    append = tcg[tcg.index("-append") + 1]
+    assert tcg[tcg.index("-M") + 1].startswith("microvm") and "-nodefaults" in tcg
+    assert tcg[tcg.index("-m") + 1] == "512M" and tcg[tcg.index("-smp") + 1] == "2"
+    assert "tsc_early_khz=" in append and "panic=-1" in append
+    assert (
+        "virtconsole,chardev=p-tty0,name=tty0,nr=2" in tcg
+        and "virtserialport,chardev=p-ctl,name=ctl,nr=1" in tcg
+    )
+    kvm = qemu.Machine(kernel=tmp_path / "vmlinux", initrd=tmp_path / "initrd", accel="kvm").argv()
+    assert "tsc_early_khz" not in kvm[kvm.index("-append") + 1] and kvm[kvm.index("-cpu") + 1] == "host"
+
+
+def test_module_order_puts_dependencies_first() -> None:
+    modules = sorted(kernel.download_cache().glob("test-assets/kernel/*/modules"))
+    if not modules:
+        pytest.skip("no unpacked guest kernel (the VM integration tests fetch one)")
+    names = [p.name for p in kernel.load_order(modules[-1], ("virtio_blk", "virtiofs"))]
+    assert names.index("virtio_ring.ko") < names.index("virtio.ko") < names.index("virtio_blk.ko")
+    assert names.index("fuse.ko") < names.index("virtiofs.ko")
+
+
+def test_engine_flags_choose_the_vm_runtime() -> None:
+    hc = host_config(RunOptions(image="busybox", isolation="vm", vm_accel="tcg"))
+    assert (hc["Runtime"], hc["Isolation"], hc["VmAccel"]) == ("vm", "vm", "tcg")
+    assert host_config(RunOptions(image="busybox", runtime="vm"))["Isolation"] == "vm"
+    with pytest.raises(InvalidArgument, match="need --isolation=vm"):
+        host_config(RunOptions(image="busybox", vm_accel="kvm"))
+    with pytest.raises(InvalidArgument, match="conflicting"):
+        host_config(RunOptions(image="busybox", isolation="vm", runtime="crun"))
+    with pytest.raises(InvalidArgument, match="invalid --isolation"):
+        host_config(RunOptions(image="busybox", isolation="hyperv"))
