@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from intermodal.cli import LazyGroup
-from intermodal.cli.output import print_formatted, print_table, time_ago
+from intermodal.cli.output import for_each, print_formatted, print_table, time_ago
 from intermodal.engine.containers.options import RunOptions
 from intermodal.engine.containers.record import ContainerRecord
 from intermodal.engine.containers.service import ContainerService
@@ -85,6 +85,9 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--ulimit", multiple=True, help="Ulimit options."),
         click.option("--userns", default="", help="User namespace to use."),
         click.option(
+            "--pull", default="missing", help="Pull image before running: missing, always or never."
+        ),
+        click.option(
             "--network",
             "--net",
             "network",
@@ -120,10 +123,22 @@ def _options(image: str, command: tuple[str, ...], kw: dict[str, Any]) -> RunOpt
         privileged=kw["privileged"], cap_add=list(kw["cap_add"]), cap_drop=list(kw["cap_drop"]),
         security_opt=list(kw["security_opt"]), runtime=kw["runtime"], isolation=kw["isolation"],
         vm_accel=kw["vm_accel"], vm_kernel=kw["vm_kernel"], log_opts=list(kw["log_opt"]),
-        ulimits=list(kw["ulimit"]), userns=kw["userns"], network=kw["network"],
+        ulimits=list(kw["ulimit"]), userns=kw["userns"], pull=kw["pull"], network=kw["network"],
         network_aliases=list(kw["network_alias"]), publish=list(kw["publish"]), publish_all=kw["publish_all"],
         dns=list(kw["dns"]), add_hosts=list(kw["add_host"]), mac_address=kw["mac_address"], ip=kw["ip"],
     )  # fmt: skip
+
+
+def _pull_progress() -> Callable[[Any], None]:
+    """A pull started by run/create reports on stderr, one line per status change (stdout is the container's)."""
+    last: dict[str, str] = {}
+
+    def report(event: Any) -> None:
+        if last.get(event.id) != event.status:
+            last[event.id] = event.status
+            click.echo(f"{event.id}: {event.status}" if event.id else event.status, err=True)
+
+    return report
 
 
 _RUN_SETTINGS = {"ignore_unknown_options": False, "allow_interspersed_args": False}
@@ -137,7 +152,7 @@ _RUN_SETTINGS = {"ignore_unknown_options": False, "allow_interspersed_args": Fal
 def run_cmd(ctx: click.Context, image: str, command: tuple[str, ...], **kw: Any) -> None:
     """Create and run a new container from an image."""
     svc = service(ctx)
-    record = svc.create(_options(image, command, kw))
+    record = svc.create(_options(image, command, kw), progress=_pull_progress())
     if kw["detach"]:
         try:
             svc.start(record.id)
@@ -163,7 +178,7 @@ def run_cmd(ctx: click.Context, image: str, command: tuple[str, ...], **kw: Any)
 @click.pass_context
 def create_cmd(ctx: click.Context, image: str, command: tuple[str, ...], **kw: Any) -> None:
     """Create a new container."""
-    click.echo(service(ctx).create(_options(image, command, kw)).id)
+    click.echo(service(ctx).create(_options(image, command, kw), progress=_pull_progress()).id)
 
 
 @click.command("start")
@@ -178,22 +193,7 @@ def start_cmd(ctx: click.Context, containers: tuple[str, ...], attach: bool, int
         if len(containers) > 1:
             raise InvalidArgument("you cannot start and attach multiple containers at once")
         sys.exit(svc.run_attached(containers[0], interactive=interactive))
-    _each(containers, lambda c: svc.start(c), echo=True)
-
-
-def _each(specs: tuple[str, ...], action: Callable[[str], object], echo: bool = False) -> None:
-    """Docker's multi-container verbs: do every one (echoing its name), report each failure, fail at the end."""
-    failure: IntermodalError | None = None
-    for spec in specs:
-        try:
-            action(spec)
-            if echo:
-                click.echo(spec)
-        except IntermodalError as e:
-            click.echo(f"Error: {e}", err=True)
-            failure = e
-    if failure:
-        sys.exit(failure.exit_code)
+    for_each(containers, lambda c: svc.start(c), echo=True)
 
 
 @click.command("stop")
@@ -204,7 +204,7 @@ def _each(specs: tuple[str, ...], action: Callable[[str], object], echo: bool = 
 def stop_cmd(ctx: click.Context, containers: tuple[str, ...], timeout: int | None, sig: str) -> None:
     """Stop one or more running containers."""
     svc = service(ctx)
-    _each(containers, lambda c: svc.stop(c, timeout), echo=True)
+    for_each(containers, lambda c: svc.stop(c, timeout), echo=True)
 
 
 @click.command("kill")
@@ -214,7 +214,7 @@ def stop_cmd(ctx: click.Context, containers: tuple[str, ...], timeout: int | Non
 def kill_cmd(ctx: click.Context, containers: tuple[str, ...], sig: str) -> None:
     """Kill one or more running containers."""
     svc = service(ctx)
-    _each(containers, lambda c: svc.kill(c, sig), echo=True)
+    for_each(containers, lambda c: svc.kill(c, sig), echo=True)
 
 
 @click.command("restart")
@@ -224,7 +224,7 @@ def kill_cmd(ctx: click.Context, containers: tuple[str, ...], sig: str) -> None:
 def restart_cmd(ctx: click.Context, containers: tuple[str, ...], timeout: int | None) -> None:
     """Restart one or more containers."""
     svc = service(ctx)
-    _each(containers, lambda c: svc.restart(c, timeout), echo=True)
+    for_each(containers, lambda c: svc.restart(c, timeout), echo=True)
 
 
 @click.command("rm")
@@ -235,7 +235,7 @@ def restart_cmd(ctx: click.Context, containers: tuple[str, ...], timeout: int | 
 def rm_cmd(ctx: click.Context, containers: tuple[str, ...], force: bool, volumes: bool) -> None:
     """Remove one or more containers."""
     svc = service(ctx)
-    _each(containers, lambda c: svc.remove(c, force=force, volumes=volumes), echo=True)
+    for_each(containers, lambda c: svc.remove(c, force=force, volumes=volumes), echo=True)
 
 
 @click.command("wait")
@@ -244,7 +244,7 @@ def rm_cmd(ctx: click.Context, containers: tuple[str, ...], force: bool, volumes
 def wait_cmd(ctx: click.Context, containers: tuple[str, ...]) -> None:
     """Block until one or more containers stop, then print their exit codes."""
     svc = service(ctx)
-    _each(containers, lambda c: click.echo(svc.wait(c)))
+    for_each(containers, lambda c: click.echo(svc.wait(c)))
 
 
 @click.command("pause")
@@ -253,7 +253,7 @@ def wait_cmd(ctx: click.Context, containers: tuple[str, ...]) -> None:
 def pause_cmd(ctx: click.Context, containers: tuple[str, ...]) -> None:
     """Pause all processes within one or more containers."""
     svc = service(ctx)
-    _each(containers, lambda c: svc.pause(c), echo=True)
+    for_each(containers, lambda c: svc.pause(c), echo=True)
 
 
 @click.command("unpause")
@@ -262,7 +262,7 @@ def pause_cmd(ctx: click.Context, containers: tuple[str, ...]) -> None:
 def unpause_cmd(ctx: click.Context, containers: tuple[str, ...]) -> None:
     """Unpause all processes within one or more containers."""
     svc = service(ctx)
-    _each(containers, lambda c: svc.unpause(c), echo=True)
+    for_each(containers, lambda c: svc.unpause(c), echo=True)
 
 
 @click.command("rename")

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from intermodal.cli.build import build_cmd as _build_cmd
-from intermodal.cli.output import human_size, print_formatted, print_table, time_ago
+from intermodal.cli.output import for_each, human_size, print_formatted, print_table, time_ago
 from intermodal.cli.registry import pull_cmd, push_cmd
 from intermodal.engine.images import ImageService
 from intermodal.errors import IntermodalError, InvalidArgument
@@ -228,16 +228,12 @@ def tag_cmd(ctx: click.Context, source: str, target: str) -> None:
 def rmi_cmd(ctx: click.Context, images: tuple[str, ...], force: bool) -> None:
     """Remove one or more images."""
     service = _service(ctx)
-    failure: IntermodalError | None = None
-    for spec in images:
-        try:
-            for line in service.remove(spec, force=force):
-                click.echo(line)
-        except IntermodalError as e:
-            click.echo(f"Error: {e}", err=True)
-            failure = e
-    if failure:
-        sys.exit(failure.exit_code)
+
+    def remove(spec: str) -> None:
+        for line in service.remove(spec, force=force):
+            click.echo(line)
+
+    for_each(images, remove)
 
 
 @click.command("prune")

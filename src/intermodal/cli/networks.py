@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import click
 
-from intermodal.cli.output import print_formatted, print_table
+from intermodal.cli.output import for_each, print_formatted, print_table
 from intermodal.engine.networks import NetworkService
-from intermodal.errors import IntermodalError, InvalidArgument
+from intermodal.errors import InvalidArgument
 
 
 def service(ctx: click.Context) -> NetworkService:
@@ -98,16 +97,7 @@ def inspect_cmd(ctx: click.Context, networks: tuple[str, ...], fmt: str | None) 
 def rm_cmd(ctx: click.Context, networks: tuple[str, ...]) -> None:
     """Remove one or more networks."""
     svc = service(ctx)
-    failure: IntermodalError | None = None
-    for spec in networks:
-        try:
-            svc.remove(spec)
-            click.echo(spec)
-        except IntermodalError as e:
-            click.echo(f"Error: {e}", err=True)
-            failure = e
-    if failure:
-        sys.exit(failure.exit_code)
+    for_each(networks, svc.remove, echo=True)
 
 
 @network_group.command("prune")

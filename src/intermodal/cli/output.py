@@ -8,12 +8,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from collections.abc import Iterable, Sequence
+import sys
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import click
 
-from intermodal.errors import InvalidArgument
+from intermodal.errors import IntermodalError, InvalidArgument
 
 _UNITS = ["B", "kB", "MB", "GB", "TB", "PB"]
 
@@ -167,3 +168,18 @@ def print_formatted(template: str, items: Iterable[dict[str, Any]], headers: dic
         return
     for item in items:
         click.echo(render_template(template, item))
+
+
+def for_each(specs: tuple[str, ...], action: Callable[[str], object], echo: bool = False) -> None:
+    """Docker's multi-container verbs: do every one (echoing its name), report each failure, fail at the end."""
+    failure: IntermodalError | None = None
+    for spec in specs:
+        try:
+            action(spec)
+            if echo:
+                click.echo(spec)
+        except IntermodalError as e:
+            click.echo(f"Error: {e}", err=True)
+            failure = e
+    if failure:
+        sys.exit(failure.exit_code)

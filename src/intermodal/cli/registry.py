@@ -36,7 +36,7 @@ def _tls_option(f: Any) -> Any:
     )(f)
 
 
-class _Display:
+class PullProgress:
     """Docker-style progress: per-layer bars with bytes and speed on a terminal, one line per status change
     otherwise (what `docker pull` prints into a pipe or a CI log)."""
 
@@ -46,7 +46,7 @@ class _Display:
         self._tasks: dict[str, Any] = {}
         self._last: dict[str, str] = {}
 
-    def __enter__(self) -> _Display:
+    def __enter__(self) -> PullProgress:
         if not self._quiet and sys.stdout.isatty():
             from rich.console import Console
             from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
@@ -108,7 +108,7 @@ def pull_cmd(
     from intermodal.image import reference
 
     ref = reference.parse(name, default_tag=not all_tags)
-    with _Display(quiet) as display:
+    with PullProgress(quiet) as display:
         distribution.pull(_root(ctx), name, platform, all_tags, display, tls_verify=tls_verify)
     click.echo(ref.name if all_tags else str(ref))
 
@@ -123,7 +123,7 @@ def push_cmd(ctx: click.Context, name: str, quiet: bool, tls_verify: bool) -> No
     from intermodal.engine import distribution
     from intermodal.image import reference
 
-    with _Display(quiet) as display:
+    with PullProgress(quiet) as display:
         distribution.push(_root(ctx), name, display, tls_verify=tls_verify)
     if quiet:
         click.echo(reference.parse(name).familiar)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import click
 
 from intermodal.cli.containers import service
-from intermodal.cli.output import human_size, print_formatted, print_table
+from intermodal.cli.output import for_each, human_size, print_formatted, print_table
 from intermodal.engine.containers.options import parse_labels
 from intermodal.engine.containers.service import ContainerService
 from intermodal.errors import IntermodalError, InvalidArgument
@@ -129,16 +128,9 @@ def inspect_cmd(ctx: click.Context, fmt: str | None, names: tuple[str, ...]) -> 
 def rm_cmd(ctx: click.Context, force: bool, names: tuple[str, ...]) -> None:
     """Remove one or more volumes. A volume in use by a container (even a stopped one) is refused."""
     svc = service(ctx)
-    failure: IntermodalError | None = None
-    for name in names:
-        try:
-            svc.volumes.remove(name, in_use_by=svc.volume_users(name), force=force)
-            click.echo(name)
-        except IntermodalError as e:
-            click.echo(f"Error: {e}", err=True)
-            failure = e
-    if failure:
-        sys.exit(failure.exit_code)
+    for_each(
+        names, lambda name: svc.volumes.remove(name, in_use_by=svc.volume_users(name), force=force), echo=True
+    )
 
 
 def _size(path: Path) -> int:

@@ -41,6 +41,7 @@ from intermodal.image.digest import Digest
 from intermodal.image.layer import detect_compression, open_decompressed
 from intermodal.image.models import Descriptor, ImageConfig, Index, Manifest, Platform, canonical_json
 from intermodal.image.store import ImageRecord, ImageStore
+from intermodal.image.streams import Prefixed
 
 __all__ = ["save", "load"]
 
@@ -345,7 +346,7 @@ def _read_archive(store: ImageStore, stream: BinaryIO) -> _Archive:
     head = b""
     while len(head) < 8 and (more := stream.read(8 - len(head))):  # a pipe may return fewer bytes
         head += more
-    rewound = cast(BinaryIO, io.BufferedReader(_Prefixed(head, stream), _CHUNK))
+    rewound = cast(BinaryIO, io.BufferedReader(Prefixed(head, stream), _CHUNK))
     try:
         with tarfile.open(fileobj=open_decompressed(rewound, detect_compression(head)), mode="r|*") as tar:
             for member in tar:
@@ -553,24 +554,3 @@ def _manifest_for(store: ImageStore, config: Digest, layers: list[_Layer]) -> by
             Descriptor(_LAYER_TYPES[layer.compression], layer.digest, layer.size) for layer in layers
         ),
     ).to_bytes()
-
-
-class _Prefixed(io.RawIOBase):
-    """A stream with its already-read first bytes put back in front (compression is sniffed on a pipe)."""
-
-    def __init__(self, head: bytes, rest: BinaryIO):
-        self._head = head
-        self._rest = rest
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        if self._head:
-            n = min(len(b), len(self._head))
-            b[:n] = self._head[:n]
-            self._head = self._head[n:]
-            return n
-        data = self._rest.read(len(b))
-        b[: len(data)] = data
-        return len(data)

@@ -17,6 +17,7 @@ from intermodal.image.digest import Digest
 from intermodal.image.layer import LayerInfo, detect_compression, open_decompressed
 from intermodal.image.models import Descriptor, Manifest, canonical_json
 from intermodal.image.store import ImageRecord, ImageStore
+from intermodal.image.streams import Prefixed
 
 _CHUNK = 1 << 20
 
@@ -31,7 +32,7 @@ class HistoryEntry:
 def store_tar_stream(content: ContentStore, stream: BinaryIO) -> LayerInfo:
     """Store a (possibly compressed) tar stream as a gzip layer blob, computing its diff ID in the same pass."""
     head = stream.read(8)
-    tar = open_decompressed(_Prefixed(head, stream), detect_compression(head))
+    tar = open_decompressed(Prefixed(head, stream), detect_compression(head))
     first = b""
     while len(first) < tarfile.BLOCKSIZE and (chunk := tar.read(tarfile.BLOCKSIZE - len(first))):
         first += chunk
@@ -105,27 +106,6 @@ def assemble(
         )
         sizes = base_sizes + [layer.unpacked_size for layer in layers]
         return store.commit(manifest.to_bytes(), names, sum(sizes), layer_sizes=sizes)
-
-
-class _Prefixed(io.RawIOBase):
-    """A stream with some already-read bytes put back in front (for sniffing compression on a pipe)."""
-
-    def __init__(self, head: bytes, rest: BinaryIO):
-        self._head = head
-        self._rest = rest
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        if self._head:
-            n = min(len(b), len(self._head))
-            b[:n] = self._head[:n]
-            self._head = self._head[n:]
-            return n
-        data = self._rest.read(len(b))
-        b[: len(data)] = data
-        return len(data)
 
 
 class _Sink(io.RawIOBase):

@@ -212,3 +212,15 @@ def test_ensure_image_follows_the_pull_policy(registry: Registry, tmp_path: Path
     assert events == []  # present: no registry traffic
     distribution.ensure_image(tmp_path / "b", name, "always", progress=events.append)
     assert any("up to date" in e.status for e in events)
+
+
+def test_run_pulls_a_missing_image_and_never_means_never(registry: Registry, tmp_path: Path) -> None:
+    name = f"{registry.host}/runpull/bb:1"
+    intermodal(tmp_path / "a", "image", "bootstrap", "busybox")
+    intermodal(tmp_path / "a", "tag", "busybox", name)
+    intermodal(tmp_path / "a", "push", name)
+    refused = intermodal(tmp_path / "b", "run", "--rm", "--pull", "never", name, "true", check=False)
+    assert refused.returncode == 125 and "no such image" in refused.stderr
+    ran = intermodal(tmp_path / "b", "run", "--rm", name, "echo", "pulled and ran")
+    assert ran.stdout == "pulled and ran\n"
+    assert "Pull complete" in ran.stderr or "Downloaded" in ran.stderr

@@ -60,6 +60,7 @@ class RunOptions:
     log_opts: list[str] = field(default_factory=list)
     ulimits: list[str] = field(default_factory=list)
     userns: str = ""
+    pull: str = "missing"
     network: str = ""
     network_aliases: list[str] = field(default_factory=list)
     publish: list[str] = field(default_factory=list)

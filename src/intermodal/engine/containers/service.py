@@ -30,7 +30,7 @@ from intermodal.engine.containers.record import (
 from intermodal.engine.images import ImageService
 from intermodal.engine.networks import NetworkService
 from intermodal.engine.volumes import VolumeStore, parse_mount_flag, parse_tmpfs_flag, parse_volume_flag
-from intermodal.errors import Conflict, IntermodalError, InvalidArgument
+from intermodal.errors import Conflict, IntermodalError, InvalidArgument, NotFound
 from intermodal.fsutil import read_json
 from intermodal.image.snapshots import Snapshotter
 from intermodal.isolation.oci import OciRuntime, open_runtime
@@ -76,9 +76,28 @@ class ContainerService:
 
     # -- create ---------------------------------------------------------------------------------------------
 
-    def create(self, opts: RunOptions) -> ContainerRecord:
+    def _image_for(self, opts: RunOptions, progress: Callable[[Any], None] | None) -> Any:
+        """Docker's --pull missing|always|never; pulling is imported only when it is needed."""
+        if opts.pull not in ("missing", "always", "never"):
+            raise InvalidArgument(f"invalid --pull {opts.pull!r}: choose missing, always or never")
+        if opts.pull != "always":
+            try:
+                return self.images.get(opts.image)
+            except NotFound:
+                if opts.pull == "never":
+                    raise
+        from intermodal.engine.distribution import ensure_image
+
+        try:
+            return ensure_image(self.root, opts.image, opts.pull, progress=progress or (lambda event: None))
+        except IntermodalError as e:
+            raise NotFound(
+                f"unable to find image {opts.image!r} locally, and pulling it failed: {e}"
+            ) from None
+
+    def create(self, opts: RunOptions, progress: Callable[[Any], None] | None = None) -> ContainerRecord:
         """Validate everything, then publish the record. Nothing is written if any input is bad."""
-        image = self.images.get(opts.image)
+        image = self._image_for(opts, progress)
         image_config = self.images.config(image).config
         cid = self.store.new_id()
         config = container_config(opts, image_config, cid)
