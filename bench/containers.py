@@ -83,7 +83,10 @@ def podman(work: Path, archive: Path) -> Callable[[], list[float]] | str:
     return run
 
 
-def docker(work: Path, archive: Path) -> tuple[Callable[[], list[float]] | str, Callable[[], None]]:
+def docker(
+    work: Path, archive: Path, load: bool = True
+) -> tuple[Callable[[], list[float]] | str, Callable[[], None]]:
+    """Start a private dockerd (its own data root and socket, no iptables, no bridge); stop() ends it."""
     if not shutil.which("dockerd"):
         return "dockerd is not installed", lambda: None
     sock = work / "docker.sock"
@@ -108,7 +111,8 @@ def docker(work: Path, archive: Path) -> tuple[Callable[[], list[float]] | str, 
     else:
         stop()
         return "dockerd did not start", lambda: None
-    subprocess.run([*client, "load", "-i", str(archive)], check=True, capture_output=True)
+    if load:
+        subprocess.run([*client, "load", "-i", str(archive)], check=True, capture_output=True)
 
     def run() -> list[float]:
         return timed([*client, "run", "--rm", "--network", "none", "busybox", "true"])
