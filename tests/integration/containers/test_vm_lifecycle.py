@@ -26,8 +26,7 @@ def wait_for_log(engine: Engine, name: str, text: str) -> None:
 def test_detached_logs_exec_stop_rm(vm: Engine) -> None:
     vm("run", "-d", "--name", "app", "--isolation=vm", "busybox", "sh", "-c",
        "echo ready; trap 'echo bye; exit 7' TERM; while true; do sleep 0.1; done")  # fmt: skip
-    wait_for_log(vm, "app", "ready")
-    assert vm("ps", "--format", "{{.Names}} {{.State}}").stdout.strip() == "app running"
+    # exec right after `run -d` waits for the guest to boot
     proc = vm("exec", "app", "sh", "-c", "echo out; echo err >&2; exit 4", check=False)
     assert (proc.returncode, proc.stdout, proc.stderr) == (4, "out\n", "err\n")
     proc = vm(
@@ -35,6 +34,8 @@ def test_detached_logs_exec_stop_rm(vm: Engine) -> None:
     )
     assert proc.stdout == "1 /tmp 65534\n"
     assert vm("exec", "app", "no-such-command", check=False).returncode == 127
+    wait_for_log(vm, "app", "ready")
+    assert vm("ps", "--format", "{{.Names}} {{.State}}").stdout.strip() == "app running"
     vm("stop", "app")
     assert vm("ps", "-a", "--format", "{{.Status}}").stdout.startswith("Exited (7)")
     assert "bye" in vm("logs", "app").stdout

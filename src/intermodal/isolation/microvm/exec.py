@@ -10,12 +10,15 @@ import os
 import selectors
 import signal
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
 from intermodal.errors import Conflict, IntermodalError
 from intermodal.isolation.microvm import agent
 from intermodal.isolation.microvm.shim import FORWARDED, Stream, connect, port_socket, run_request, write_all
+
+BOOT_WAIT_SECONDS = 120.0  # generous: TCG boots on a busy machine
 
 
 def _take_slot(state_dir: Path) -> tuple[int, int]:
@@ -42,8 +45,15 @@ def _run(state_dir: Path, slot: int, process: dict[str, Any], attach_stdin: bool
     terminal = bool(process.get("terminal"))
     stdin = attach_stdin and not terminal
     shim = connect(state_dir / "shim.sock")
-    shim.sendall(f"open {slot} {'tty' if terminal else 'notty'} {'stdin' if stdin else 'nostdin'}\n".encode())
-    reply = _line(shim).split(maxsplit=1)
+    deadline = time.monotonic() + BOOT_WAIT_SECONDS
+    while True:  # `run -d` returns before the guest has booted; `exec` right after it waits, as with Docker
+        shim.sendall(
+            f"open {slot} {'tty' if terminal else 'notty'} {'stdin' if stdin else 'nostdin'}\n".encode()
+        )
+        reply = _line(shim).split(maxsplit=1)
+        if not reply or reply[0] != "wait" or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     if not reply or reply[0] != "ok":
         raise Conflict(reply[1] if len(reply) > 1 else "the container is not running")
     streams: dict[socket.socket, tuple[int, Stream]] = {}

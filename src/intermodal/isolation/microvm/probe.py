@@ -16,7 +16,7 @@ from intermodal.fsutil import atomic_write_bytes, file_lock
 from intermodal.isolation.microvm import qemu
 
 ACCELS = ("auto", "kvm", "tcg")
-DEADLINE_SECONDS = 8.0  # a real KVM boots this kernel to userspace in well under a second
+DEADLINE_SECONDS = 5.0  # a real KVM boots this kernel to userspace in well under a second
 
 
 def resolve(choice: str, data_dir: Path, kernel: Path, initrd: Path) -> str:

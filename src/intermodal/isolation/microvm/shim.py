@@ -387,8 +387,8 @@ class Shim:
                 self.stdin_sock.shutdown(socket.SHUT_WR)  # QEMU drops the port; the guest reads EOF
 
     def _on_client(self, conn: socket.socket) -> None:
-        """`exec` clients: `open SLOT tty|notty stdin|nostdin` (we answer `ok [TTYDEV]`), `run SLOT B64`
-        (relayed as is; we answer `exit CODE`) and `kill SLOT SIG`."""
+        """`exec` clients: `open SLOT tty|notty stdin|nostdin` (we answer `ok [TTYDEV]`, or `wait` while the
+        guest boots), `run SLOT B64` (relayed as is; we answer `exit CODE`) and `kill SLOT SIG`."""
         try:
             data = conn.recv(1 << 20)
         except OSError:
@@ -418,6 +418,9 @@ class Shim:
                 self._send(line + b"\n")
             elif len(words) == 3 and words[0] == b"kill":
                 self._send(line + b"\n")
+            elif words and words[0] == b"open" and self.started and self.code is None:
+                with contextlib.suppress(OSError):
+                    conn.sendall(b"wait the guest is still booting\n")
             else:
                 with contextlib.suppress(OSError):
                     conn.sendall(b"error the container is not running\n")
