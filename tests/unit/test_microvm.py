@@ -124,6 +124,10 @@ def test_guest_config_maps_mounts_to_shares_tmpfs_and_copied_files(tmp_path: Pat
     body = [line.strip() for line in config.splitlines()[1:-1]]
     assert body == ["root_virtiofs rootfs rw", "std_mounts", "vol_virtiofs vol0 /data ro",
                     "vol_tmpfs /tmp nosuid,size=1m", "file_bind f0 /etc/hosts rw", "hostname box"]  # fmt: skip
+    plan.nic = {"mac": "02:42:0a:00:00:02", "address": "10.0.0.2/24", "gateway": "10.0.0.1", "mtu": 1500}
+    assert (
+        bundle.guest_config(spec, plan)[0].splitlines()[-2].strip() == "net_setup 10.0.0.2/24 10.0.0.1 1500"
+    )
     assert files == [("f0", b"127.0.0.1 localhost\n", 0o644)]
     with pytest.raises(InvalidArgument, match="does not exist"):
         bundle.guest_config({"mounts": [{"destination": "/x", "type": "bind", "source": "/no/such"}]}, plan)
@@ -160,9 +164,10 @@ def test_module_order_puts_dependencies_first() -> None:
     modules = sorted(kernel.download_cache().glob("test-assets/kernel/*/modules"))
     if not modules:
         pytest.skip("no unpacked guest kernel (the VM integration tests fetch one)")
-    names = [p.name for p in kernel.load_order(modules[-1], ("virtio_blk", "virtiofs"))]
+    names = [p.name for p in kernel.load_order(modules[-1], ("virtio_blk", "virtiofs", "virtio_net"))]
     assert names.index("virtio_ring.ko") < names.index("virtio.ko") < names.index("virtio_blk.ko")
     assert names.index("fuse.ko") < names.index("virtiofs.ko")
+    assert names.index("failover.ko") < names.index("net_failover.ko") < names.index("virtio_net.ko")
 
 
 def test_engine_flags_choose_the_vm_runtime() -> None:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
+import urllib.request
 
 import pytest
 from engine_cli import Engine
@@ -23,9 +25,14 @@ def wait_for_log(engine: Engine, name: str, text: str) -> None:
         time.sleep(0.2)
 
 
-def test_detached_logs_exec_stop_rm(vm: Engine) -> None:
-    vm("run", "-d", "--name", "app", "--isolation=vm", "busybox", "sh", "-c",
-       "echo ready; trap 'echo bye; exit 7' TERM; while true; do sleep 0.1; done")  # fmt: skip
+def test_detached_logs_exec_ports_names_stop_rm(vm: Engine) -> None:
+    port = free_port()
+    vm("network", "create", "vmnet")
+    vm("run", "-d", "--name", "web", "--network", "vmnet", "busybox", "sh", "-c",
+       "mkdir /www && echo from-container > /www/index.html && httpd -f -p 80 -h /www")  # fmt: skip
+    vm("run", "-d", "--name", "app", "--network", "vmnet", "-p", f"{port}:80", "--isolation=vm", "busybox", "sh",
+       "-c", "mkdir /www && echo from-vm > /www/index.html && httpd -p 80 -h /www && echo ready; "
+       "trap 'echo bye; exit 7' TERM; while true; do sleep 0.1; done")  # fmt: skip
     # exec right after `run -d` waits for the guest to boot
     proc = vm("exec", "app", "sh", "-c", "echo out; echo err >&2; exit 4", check=False)
     assert (proc.returncode, proc.stdout, proc.stderr) == (4, "out\n", "err\n")
@@ -35,12 +42,29 @@ def test_detached_logs_exec_stop_rm(vm: Engine) -> None:
     assert proc.stdout == "1 /tmp 65534\n"
     assert vm("exec", "app", "no-such-command", check=False).returncode == 127
     wait_for_log(vm, "app", "ready")
-    assert vm("ps", "--format", "{{.Names}} {{.State}}").stdout.strip() == "app running"
+    assert (
+        vm("ps", "--filter", "name=app", "--format", "{{.Names}} {{.State}}").stdout.strip() == "app running"
+    )
+    # the VM takes the container's place on its network: published port, and names both ways
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as reply:
+        assert reply.read() == b"from-vm\n"
+    assert (
+        vm("run", "--rm", "--network", "vmnet", "busybox", "wget", "-qO-", "http://app/").stdout
+        == "from-vm\n"
+    )
+    assert vm("exec", "app", "wget", "-qO-", "http://web/").stdout == "from-container\n"
     vm("stop", "app")
-    assert vm("ps", "-a", "--format", "{{.Status}}").stdout.startswith("Exited (7)")
+    assert vm("ps", "-a", "--filter", "name=app", "--format", "{{.Status}}").stdout.startswith("Exited (7)")
     assert "bye" in vm("logs", "app").stdout
-    vm("rm", "app")
+    vm("rm", "-f", "app", "web")
+    vm("network", "rm", "vmnet")
     assert vm("ps", "-aq").stdout == ""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def test_qemu_killed_leaves_an_exited_container_and_nothing_else(vm: Engine) -> None:

@@ -26,7 +26,7 @@ NEWROOT = "/newroot"
 # Applets the agent calls, linked to /bin/busybox in the initramfs.
 APPLETS = (
     "sh", "mount", "mkdir", "insmod", "cat", "ln", "echo", "base64", "printf", "sleep", "poweroff", "sync",
-    "hostname", "env", "nsenter", "setsid", "setpriv", "kill", "stty", "mknod", "touch", "rm", "ls", "chmod",
+    "hostname", "env", "nsenter", "setsid", "setpriv", "kill", "stty", "mknod", "touch", "rm", "ls", "chmod", "ip",
 )  # fmt: skip
 
 INIT = r"""#!/bin/sh
@@ -56,6 +56,12 @@ std_mounts() {  # /proc, /sys and a /dev with the OCI default devices only (runt
     mount -t devpts -o newinstance,ptmxmode=0666,mode=620 devpts /newroot/dev/pts
     mount -t tmpfs -o nosuid,nodev,noexec,size=65536k shm /newroot/dev/shm
     mount -t mqueue mqueue /newroot/dev/mqueue 2>/dev/null
+}
+net_setup() {  # $1 address/prefix, $2 gateway or -, $3 MTU: the container's eth0, now ours (network.py)
+    for m in /lib/modules/net/*.ko; do insmod "$m" || fail "cannot load $m"; done
+    wait_for /sys/class/net/eth0
+    ip link set eth0 mtu "$3" up && ip addr add "$1" dev eth0 || fail "cannot configure eth0"
+    [ "$2" = - ] || ip route add default via "$2" || fail "cannot add the default route"
 }
 link_ports() {  # name the virtio-serial ports that have appeared; fails while one of "$@" is missing
     for p in /sys/class/virtio-ports/*; do
@@ -98,6 +104,7 @@ run_slot() {  # $1 slot, $2 base64 of the host's script, which sets NONCE, TTY, 
 mkdir -p /run /ports
 need_ports ctl || fail "no channel to the host"
 configure
+ip link set lo up
 exec 3<>/ports/ctl
 echo ready >&3
 while read -r op slot arg <&3; do

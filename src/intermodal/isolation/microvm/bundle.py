@@ -4,7 +4,9 @@ The guest sees its image, the declared volumes and nothing else of the host: dir
 volumes become virtiofs shares (one virtiofsd each, confined to that directory), tmpfs mounts are made in
 the guest, and single-file binds (the engine's /etc/hosts, /etc/hostname, /etc/resolv.conf, --init's tini)
 are copied into the initramfs and bound from there, since virtiofs shares directories only.
-Namespaces, cgroups, seccomp and capabilities of the spec are not applied: the VM boundary replaces them."""
+The spec's network namespace is where QEMU runs and the guest's NIC takes the container's address
+(network.py); its other namespaces, cgroups, seccomp and capabilities are not applied: the VM boundary
+replaces them."""
 
 from __future__ import annotations
 
@@ -56,6 +58,8 @@ class Plan:
     rootfs_image: str = ""
     shares: list[Share] = field(default_factory=list)
     process: dict[str, Any] = field(default_factory=dict)
+    netns: str = ""  # the container's network namespace, where QEMU runs to reach the tap
+    nic: dict[str, Any] | None = None  # network.Nic
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self)))
@@ -128,6 +132,9 @@ def guest_config(spec: dict[str, Any], plan: Plan) -> tuple[str, list[tuple[str,
                 raise InvalidArgument(f"mount source {source} for {dest} does not exist or is not a file")
     if spec.get("hostname"):
         steps.append(f"hostname {q(spec['hostname'])}")
+    if plan.nic:
+        nic = plan.nic
+        steps.append(f"net_setup {q(nic['address'])} {q(nic['gateway'] or '-')} {int(nic['mtu'])}")
     body = "\n".join(f"    {s}" for s in steps)
     config = f"configure() {{\n{body}\n}}\n"
     return config, files

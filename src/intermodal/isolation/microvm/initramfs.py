@@ -59,21 +59,35 @@ def base_image(kernel: Kernel, cache_dir: Path) -> Path:
         raise NotFound(f"{BUSYBOX} is missing: install Debian's busybox-static (the guest's userland)")
     busybox = Path(BUSYBOX).read_bytes()
     modules = [(m.name, m.read_bytes()) for m in kernel.modules]
+    net_modules = [(m.name, m.read_bytes()) for m in kernel.net_modules]
     digest = hashlib.sha256(_FORMAT.encode() + agent.INIT.encode() + " ".join(agent.APPLETS).encode())
     digest.update(hashlib.sha256(busybox).digest())
-    for name, data in modules:
+    for name, data in (*modules, *net_modules):
         digest.update(name.encode() + hashlib.sha256(data).digest())
     path = cache_dir / f"base-{digest.hexdigest()[:24]}.cpio"
     if path.exists():
         return path
     archive = Archive()
-    for d in ("bin", "dev", "proc", "sys", "run", "newroot", "files", "lib", "lib/modules"):
+    for d in (
+        "bin",
+        "dev",
+        "proc",
+        "sys",
+        "run",
+        "newroot",
+        "files",
+        "lib",
+        "lib/modules",
+        "lib/modules/net",
+    ):
         archive.directory(d)
     archive.file("bin/busybox", busybox, 0o755)
     for applet in agent.APPLETS:
         archive.symlink(f"bin/{applet}", "busybox")
     for i, (name, data) in enumerate(modules):
         archive.file(f"lib/modules/{i:02d}-{name}", data)
+    for i, (name, data) in enumerate(net_modules):
+        archive.file(f"lib/modules/net/{i:02d}-{name}", data)
     _oci_dev(archive)
     archive.file("init", agent.INIT.encode(), 0o755)
     cache_dir.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ from intermodal.fsutil import atomic_write_bytes, file_lock
 META_PACKAGE = "linux-image-cloud-amd64"
 # virtio_mmio: microvm's transport; virtio_blk/virtio_console: rootfs disk and agent channels; virtiofs: volumes.
 GUEST_MODULES = ("virtio_mmio", "virtio_blk", "virtio_console", "virtiofs")
+NET_MODULES = ("virtio_net",)  # loaded only by VMs with a network (agent.py: net_setup)
 _ELF = b"\x7fELF"
 _VERSION = re.compile(rb"Linux version (\S+) ")
 
@@ -34,6 +35,7 @@ class Kernel:
     release: str
     modules: tuple[Path, ...]  # in load order: dependencies first
     source: str  # the package or file it came from, for `inspect`
+    net_modules: tuple[Path, ...] = ()  # the rest of NET_MODULES' load order
 
 
 def download_cache() -> Path:
@@ -47,13 +49,21 @@ def resolve(data_dir: Path, override: str | None = None) -> Kernel:
     if override:
         return _from_path(Path(override), data_dir)
     current = data_dir / "kernel" / "current.json"
-    if current.exists():
+    if _is_current(current):
         return _load(current)
     with file_lock(data_dir / "kernel.lock"):
-        if current.exists():
+        if _is_current(current):
             return _load(current)
         deb = _fetch_package()
         return _unpack(deb, data_dir / "kernel", current)
+
+
+def _is_current(manifest: Path) -> bool:
+    """Unpacked, and with the modules this version of the agent loads."""
+    try:
+        return json.loads(manifest.read_text()).get("wanted") == [*GUEST_MODULES, *NET_MODULES]
+    except (OSError, ValueError):
+        return False
 
 
 def _load(manifest: Path) -> Kernel:
@@ -64,6 +74,7 @@ def _load(manifest: Path) -> Kernel:
         release=meta["release"],
         modules=tuple(base / m for m in meta["modules"]),
         source=meta["source"],
+        net_modules=tuple(base / m for m in meta["net_modules"]),
     )
 
 
@@ -110,12 +121,17 @@ def _unpack(deb: Path, dest: Path, manifest: Path) -> Kernel:
         shutil.rmtree(target, ignore_errors=True)
         (target / "modules").mkdir(parents=True)
         atomic_write_bytes(target / "vmlinux", extract_vmlinux(Path(vmlinuz[0]).read_bytes()))
-        modules = []
-        for path in load_order(Path(tmp) / "lib" / "modules" / release, GUEST_MODULES):
-            kept = target / "modules" / path.name
-            shutil.copyfile(path, kept)
-            modules.append(str(kept.relative_to(dest)))
-    meta = {"vmlinux": f"{release}/vmlinux", "release": release, "modules": modules, "source": deb.name}
+        modules_dir = Path(tmp) / "lib" / "modules" / release
+        modules = load_order(modules_dir, GUEST_MODULES)
+        net = [m for m in load_order(modules_dir, (*GUEST_MODULES, *NET_MODULES)) if m not in modules]
+        for path in (*modules, *net):
+            shutil.copyfile(path, target / "modules" / path.name)
+    meta = {
+        "vmlinux": f"{release}/vmlinux", "release": release, "source": deb.name,
+        "modules": [f"{release}/modules/{p.name}" for p in modules],
+        "net_modules": [f"{release}/modules/{p.name}" for p in net],
+        "wanted": [*GUEST_MODULES, *NET_MODULES],
+    }  # fmt: skip
     atomic_write_bytes(manifest, json.dumps(meta).encode())
     return _load(manifest)
 
@@ -127,8 +143,11 @@ def _from_path(path: Path, data_dir: Path) -> Kernel:
             raise InvalidArgument(f"--vm-kernel {path}: no boot/vmlinuz-* in this directory")
         kernel = _from_path(images[-1], data_dir)
         modules_dir = path / "lib" / "modules" / kernel.release
-        mods = tuple(load_order(modules_dir, GUEST_MODULES)) if modules_dir.is_dir() else ()
-        return Kernel(kernel.vmlinux, kernel.release, mods, str(path))
+        if not modules_dir.is_dir():
+            return Kernel(kernel.vmlinux, kernel.release, (), str(path))
+        mods = load_order(modules_dir, GUEST_MODULES)
+        net = [m for m in load_order(modules_dir, (*GUEST_MODULES, *NET_MODULES)) if m not in mods]
+        return Kernel(kernel.vmlinux, kernel.release, tuple(mods), str(path), tuple(net))
     try:
         data = path.read_bytes()
     except OSError as e:

@@ -93,7 +93,7 @@ def fork_into(body: Callable[[], int], slave: int | None, pid_file: str | None) 
 def create(root: Path, cid: str, bundle: Path, pid_file: str | None, console_socket: str | None) -> int:
     """Validate, build the boot, fork the shim (it boots QEMU at once) and return its PID."""
     from intermodal.isolation.microvm import bundle as vmbundle
-    from intermodal.isolation.microvm import initramfs, kernel, probe, qemu, shim
+    from intermodal.isolation.microvm import initramfs, kernel, network, probe, qemu, shim
 
     store = Store(root)
     state_dir = store.reserve(cid)
@@ -115,6 +115,9 @@ def create(root: Path, cid: str, bundle: Path, pid_file: str | None, console_soc
         )  # fmt: skip
         if not os.path.isdir(plan.rootfs):
             raise InvalidArgument(f"the bundle's root.path {plan.rootfs} is not a directory")
+        plan.netns = network.netns_path(spec)
+        nic = network.prepare(plan.netns) if plan.netns else None
+        plan.nic = nic.as_dict() if nic else None
         plan.accel = probe.resolve(annotations.get(ANNOTATION_ACCEL) or "auto", assets, guest.vmlinux, base)
         config, files = vmbundle.guest_config(spec, plan)
         plan.initrd = str(initramfs.vm_image(base, config, files, state_dir / "initrd.cpio"))

@@ -71,6 +71,7 @@ class Machine:
     port_fds: dict[str, int] = field(default_factory=dict)  # port name → listening socket fd, in port order
     qmp_fd: int | None = None  # a connected socket for QMP (the shim hot-plugs exec ports through it)
     virtiofs_fds: dict[str, int] = field(default_factory=dict)  # tag → socket connected to its virtiofsd
+    nic_mac: str = ""  # a virtio-net NIC on network.TAP (QEMU must run in the tap's network namespace)
     console_log: Path | None = None
     rdinit: str = "/init"
     init_args: tuple[str, ...] = ()  # after `--` on the kernel command line, the kernel passes them to init
@@ -106,6 +107,9 @@ class Machine:
                     "-chardev", f"socket,id=fs-{tag},fd={fd}",
                     "-device", f"vhost-user-fs-device,chardev=fs-{tag},tag={tag}",
                 ]  # fmt: skip
+        if self.nic_mac:
+            argv += ["-netdev", "tap,id=net0,ifname=tap0,script=no,downscript=no",
+                     "-device", f"virtio-net-device,netdev=net0,mac={self.nic_mac}"]  # fmt: skip
         if self.rootfs_image:
             argv += [
                 "-drive", f"id=root,file={self.rootfs_image},format=raw,if=none,cache=unsafe,discard=unmap",

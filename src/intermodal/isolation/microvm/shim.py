@@ -111,6 +111,13 @@ def _pdeathsig() -> None:
     linux.set_pdeathsig(signal.SIGKILL)
 
 
+def _qemu_preexec(netns: int) -> None:
+    """Die with the shim; join the container's network namespace, where the VM's tap is."""
+    _pdeathsig()
+    if netns >= 0:
+        linux.setns(netns, linux.CLONE_NEWNET)
+
+
 class Shim:
     def __init__(self, state_dir: Path, plan: Plan, *, attach_stdin: bool):
         self.dir = state_dir
@@ -184,13 +191,19 @@ class Shim:
             rootfs_image=Path(self.plan.rootfs_image) if self.plan.rootfs_image else None,
             port_fds={n: s.fileno() for n, s in listeners.items()},
             virtiofs_fds={t: s.fileno() for t, s in fs.items()}, qmp_fd=qmp_qemu.fileno(),
+            nic_mac=self.plan.nic["mac"] if self.plan.nic else "",
             console_log=self.dir / "console.log", debug=bool(os.environ.get("INTERMODAL_VM_DEBUG")),
         )  # fmt: skip
         with open(self.dir / "qemu.log", "ab") as log:
-            self.qemu = subprocess.Popen(
-                machine.argv(), pass_fds=machine.pass_fds(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                preexec_fn=_pdeathsig,
-            )  # fmt: skip
+            netns = os.open(self.plan.netns, os.O_RDONLY | os.O_CLOEXEC) if self.plan.nic else -1
+            try:
+                self.qemu = subprocess.Popen(
+                    machine.argv(), pass_fds=machine.pass_fds(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                    preexec_fn=lambda: _qemu_preexec(netns),
+                )  # fmt: skip
+            finally:
+                if netns >= 0:
+                    os.close(netns)
         for s in (*listeners.values(), *fs.values(), qmp_qemu):
             s.close()
         pids = {"qemu": self.qemu.pid, "helpers": [h.pid for h in self.helpers]}
