@@ -25,7 +25,7 @@ def wait_for_log(engine: Engine, name: str, text: str) -> None:
         time.sleep(0.2)
 
 
-def test_detached_logs_exec_ports_names_stop_rm(vm: Engine) -> None:
+def test_detached_logs_exec_ports_names_stats_pause_stop_rm(vm: Engine) -> None:
     port = free_port()
     vm("network", "create", "vmnet")
     vm("run", "-d", "--name", "web", "--network", "vmnet", "busybox", "sh", "-c",
@@ -53,6 +53,12 @@ def test_detached_logs_exec_ports_names_stop_rm(vm: Engine) -> None:
         == "from-vm\n"
     )
     assert vm("exec", "app", "wget", "-qO-", "http://web/").stdout == "from-container\n"
+    # QEMU, virtiofsd and the shim are in the container's cgroup: stats and the freezer see the VM
+    assert vm("stats", "--no-stream", "--format", "{{.Name}}", "app").stdout.strip() == "app"
+    vm("pause", "app")
+    assert "Paused" in vm("ps", "--filter", "name=app", "--format", "{{.Status}}").stdout
+    vm("unpause", "app")
+    assert vm("exec", "app", "echo", "thawed").stdout == "thawed\n"
     vm("stop", "app")
     assert vm("ps", "-a", "--filter", "name=app", "--format", "{{.Status}}").stdout.startswith("Exited (7)")
     assert "bye" in vm("logs", "app").stdout

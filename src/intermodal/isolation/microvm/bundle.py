@@ -59,6 +59,7 @@ class Plan:
     shares: list[Share] = field(default_factory=list)
     process: dict[str, Any] = field(default_factory=dict)
     netns: str = ""  # the container's network namespace, where QEMU runs to reach the tap
+    cgroup: str = ""  # the spec's cgroupsPath: the shim, QEMU and virtiofsd live there (lifecycle.py)
     nic: dict[str, Any] | None = None  # network.Nic
 
     def save(self, path: Path) -> None:

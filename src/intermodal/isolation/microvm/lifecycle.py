@@ -23,11 +23,15 @@ import time
 import tty
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from intermodal.errors import Conflict, InvalidArgument, NotFound
+from intermodal.errors import Conflict, IntermodalError, InvalidArgument, NotFound
 from intermodal.isolation.microvm import ANNOTATION_ACCEL, ANNOTATION_KERNEL
+from intermodal.runtime.cgroups import open_cgroup
 from intermodal.runtime.state import CREATED, RUNNING, State, Store, process_start_time
+
+if TYPE_CHECKING:
+    from intermodal.isolation.microvm import shim
 
 
 def assets_dir(root: Path) -> Path:
@@ -115,6 +119,8 @@ def create(root: Path, cid: str, bundle: Path, pid_file: str | None, console_soc
         )  # fmt: skip
         if not os.path.isdir(plan.rootfs):
             raise InvalidArgument(f"the bundle's root.path {plan.rootfs} is not a directory")
+        plan.cgroup = (spec.get("linux") or {}).get("cgroupsPath") or ""
+        cpu = ((spec.get("linux") or {}).get("resources") or {}).get("cpu") or {}
         plan.netns = network.netns_path(spec)
         nic = network.prepare(plan.netns) if plan.netns else None
         plan.nic = nic.as_dict() if nic else None
@@ -132,7 +138,7 @@ def create(root: Path, cid: str, bundle: Path, pid_file: str | None, console_soc
         os.mkfifo(state_dir / "exec.fifo", 0o600)
         slave = open_pty(console_socket) if plan.process.get("terminal") else None
         attach = stdin_attached()
-        pid = fork_into(lambda: shim.Shim(state_dir, plan, attach_stdin=attach).run(), slave, None)
+        pid = fork_into(lambda: _shim_main(shim.Shim(state_dir, plan, attach_stdin=attach), cpu), slave, None)
         state = State(id=cid, bundle=str(bundle_dir), pid=pid, pid_start=process_start_time(pid) or 0,
                       created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                       annotations={f"org.intermodal.vm.{k.lower()}": str(v) for k, v in info.items()})  # fmt: skip
@@ -143,6 +149,26 @@ def create(root: Path, cid: str, bundle: Path, pid_file: str | None, console_soc
     except BaseException:
         cleanup(state_dir)
         raise
+
+
+def _shim_main(vm: shim.Shim, cpu: dict[str, Any]) -> int:
+    """The shim in the container's cgroup, so `stats` and `pause` work on the VM's processes. Only the CPU
+    limits apply there (`--cpus` throttles QEMU): the memory limit is the guest's RAM, which QEMU exceeds."""
+    if vm.plan.cgroup:
+        with contextlib.suppress(OSError, IntermodalError):
+            group = open_cgroup(vm.plan.cgroup)
+            group.create({"cpu": cpu} if cpu else {})
+            group.add_process(os.getpid())
+    return vm.run()
+
+
+def _remove_cgroup(state_dir: Path) -> None:
+    with contextlib.suppress(OSError, ValueError, KeyError, IntermodalError):
+        path = json.loads((state_dir / "vm.json").read_text())["cgroup"]
+        if path:
+            group = open_cgroup(path)
+            if group.exists():
+                group.delete()
 
 
 def start(root: Path, cid: str) -> None:
@@ -213,6 +239,7 @@ def cleanup(state_dir: Path) -> None:
     deadline = time.monotonic() + 5
     while any(process_start_time(p) for p in mine) and time.monotonic() < deadline:
         time.sleep(0.01)
+    _remove_cgroup(state_dir)
     shutil.rmtree(state_dir, ignore_errors=True)
 
 
