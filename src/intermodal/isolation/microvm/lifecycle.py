@@ -68,9 +68,12 @@ def open_pty(console_socket: str | None) -> int:
     return slave
 
 
-def fork_into(body: Callable[[], int], slave: int | None, pid_file: str | None) -> int:
+def fork_into(
+    body: Callable[[], int], slave: int | None, pid_file: str | None, keep: tuple[int, ...] = ()
+) -> int:
     """Fork the long-lived half (shim or detached exec) in its own session, like runc's init, holding only
-    its stdio: an inherited lock or pipe of the caller's (the engine's, conmon's) must not live on in it."""
+    its stdio and `keep`: an inherited lock or pipe of the caller's (the engine's, conmon's) must not live on
+    in it."""
     pid = os.fork()
     if pid == 0:
         code = 255
@@ -80,7 +83,11 @@ def fork_into(body: Callable[[], int], slave: int | None, pid_file: str | None) 
                 for fd in (0, 1, 2):
                     os.dup2(slave, fd)
                 fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-            os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+            low = 3
+            for fd in sorted(keep):
+                os.closerange(low, fd)
+                low = fd + 1
+            os.closerange(low, os.sysconf("SC_OPEN_MAX"))
             code = body()
         except BaseException as e:  # noqa: BLE001 - the child must never return into its caller
             with contextlib.suppress(OSError):
@@ -136,9 +143,18 @@ def create(root: Path, cid: str, bundle: Path, pid_file: str | None, console_soc
                 "CPUs": cpus, "RootfsTransport": plan.rootfs_transport}  # fmt: skip
         (bundle_dir / "vm.json").write_text(json.dumps(info))
         os.mkfifo(state_dir / "exec.fifo", 0o600)
+        fifo = os.open(state_dir / "exec.fifo", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fifo_keep = os.open(state_dir / "exec.fifo", os.O_WRONLY | os.O_CLOEXEC)
         slave = open_pty(console_socket) if plan.process.get("terminal") else None
         attach = stdin_attached()
-        pid = fork_into(lambda: _shim_main(shim.Shim(state_dir, plan, attach_stdin=attach), cpu), slave, None)
+        try:
+            pid = fork_into(
+                lambda: _shim_main(shim.Shim(state_dir, plan, attach_stdin=attach, start_fifo=(fifo, fifo_keep)), cpu),
+                slave, None, keep=(fifo, fifo_keep),
+            )  # fmt: skip
+        finally:
+            os.close(fifo)
+            os.close(fifo_keep)
         state = State(id=cid, bundle=str(bundle_dir), pid=pid, pid_start=process_start_time(pid) or 0,
                       created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                       annotations={f"org.intermodal.vm.{k.lower()}": str(v) for k, v in info.items()})  # fmt: skip

@@ -119,7 +119,10 @@ def _qemu_preexec(netns: int) -> None:
 
 
 class Shim:
-    def __init__(self, state_dir: Path, plan: Plan, *, attach_stdin: bool):
+    def __init__(self, state_dir: Path, plan: Plan, *, attach_stdin: bool, start_fifo: tuple[int, int]):
+        """`start_fifo`: the exec fifo opened for reading and writing (the writer keeps it from ever reading
+        EOF) by `create` before the fork, so `start` can never find it without a reader."""
+        self.fifo_fd, self.fifo_keep = start_fifo
         self.dir = state_dir
         self.plan = plan
         self.terminal = bool(plan.process.get("terminal"))
@@ -217,9 +220,7 @@ class Shim:
         for s in FORWARDED:
             signal.signal(s, lambda n, _f: self.signals.append(n))
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-        fifo = self.dir / "exec.fifo"
-        fifo_fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        fifo_keep = os.open(fifo, os.O_WRONLY | os.O_CLOEXEC)  # so the fifo never reads EOF
+        fifo_fd = self.fifo_fd
         try:
             self.boot()
         except (OSError, ValueError) as e:
@@ -255,9 +256,9 @@ class Shim:
                     self.started = True
                     self.sel.unregister(fifo_fd)
                     os.close(fifo_fd)
-                    os.close(fifo_keep)
+                    os.close(self.fifo_keep)
                     with contextlib.suppress(FileNotFoundError):
-                        fifo.unlink()
+                        (self.dir / "exec.fifo").unlink()
                     self._maybe_run()
                 elif what == "ctl":
                     self._on_ctl()
