@@ -3,7 +3,8 @@
 `run --isolation=vm --rm busybox true` vs the bare QEMU command line that boots the same kernel with the
 same kind of rootfs (virtiofs from a busybox tree, served by virtiofsd) through a minimal init that loads
 the same modules, mounts it, runs `true` chrooted and powers off: the limit for this hypervisor, so the
-ratio is the engine's overhead. Then `run --rm busybox true` as a container, for scale. Then the memory of
+ratio is the engine's overhead (without a network: the floor has no NIC; then with the default bridge
+network, whose NIC the guest has to set up). Then `run --rm busybox true` as a container, for scale. Then the memory of
 an idle detached VM (RSS and PSS of QEMU, virtiofsd, the shim and conmon) against its guest RAM.
 Medians of BENCH_VM_RUNS (default 5: boots are slow, TCG on machines without a usable KVM).
 """
@@ -88,8 +89,8 @@ def bare_qemu(guest: kernel.Kernel, accel: str, work: Path) -> Callable[[], None
 
 def engine_run(root: Path, *flags: str) -> Callable[[], None]:
     def run() -> None:
-        subprocess.run([INTERMODAL, "--root", str(root), "run", "--rm", "--network", "none", *flags, "busybox",
-                        "true"], check=True, env=ENV, stdout=subprocess.DEVNULL)  # fmt: skip
+        subprocess.run([INTERMODAL, "--root", str(root), "run", "--rm", *flags, "busybox", "true"],
+                       check=True, env=ENV, stdout=subprocess.DEVNULL)  # fmt: skip
 
     return run
 
@@ -155,19 +156,21 @@ def main() -> None:
         )()  # warm-up: unpacks nothing twice, settles the accelerator verdict
         accel = next(iter(assets.glob("accel-*.json")), None)
         accel_name = json.loads(accel.read_text())["accel"] if accel else "tcg"
-        labels = ["bare QEMU + virtiofsd (the floor)", "intermodal run --isolation=vm --rm",
-                  "intermodal run --rm (container)"]  # fmt: skip
-        results = interleaved([bare_qemu(guest, accel_name, work), engine_run(root, "--isolation=vm"),
-                               engine_run(root)])  # fmt: skip
+        labels = ["bare QEMU + virtiofsd (the floor)", "run --isolation=vm --rm, --network none",
+                  "run --isolation=vm --rm (bridge network)", "run --rm (container), --network none",
+                  "run --rm (container, bridge network)"]  # fmt: skip
+        none = ("--network", "none")
+        results = interleaved([bare_qemu(guest, accel_name, work), engine_run(root, *none, "--isolation=vm"),
+                               engine_run(root, "--isolation=vm"), engine_run(root, *none), engine_run(root)])  # fmt: skip
         memory = idle_memory(root)
     floor = [statistics.median(s[k] for s in results[0]) for k in (0, 1)]
     print(f"\nvm: `busybox true`, {accel_name.upper()}, kernel {guest.release}, medians of {RUNS} (min-max)")
-    print(f"{'case':36} {'wall s':>18} {'ratio':>6}   {'CPU s':>5} {'ratio':>6}")
+    print(f"{'case':42} {'wall s':>18} {'ratio':>6}   {'CPU s':>5} {'ratio':>6}")
     for label, samples in zip(labels, results, strict=True):
         wall = [s[0] for s in samples]
         cpu = statistics.median(s[1] for s in samples)
         med = statistics.median(wall)
-        print(f"{label:36} {med:5.2f} ({min(wall):.2f}-{max(wall):.2f}) {med / floor[0]:5.2f}x"
+        print(f"{label:42} {med:5.2f} ({min(wall):.2f}-{max(wall):.2f}) {med / floor[0]:5.2f}x"
               f"   {cpu:5.2f} {cpu / floor[1]:5.2f}x")  # fmt: skip
     print(f"\nvm: idle detached VM, guest RAM {qemu.DEFAULT_MEMORY_MIB} MiB")
     print(f"{'process':16} {'RSS MiB':>9} {'PSS MiB':>9}")
