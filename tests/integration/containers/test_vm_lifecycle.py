@@ -4,6 +4,7 @@ killed under the container's feet. Real QEMU (TCG here)."""
 # ruff: noqa: F811 - test arguments name the fixtures imported from vm_fixtures
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -81,5 +82,11 @@ def test_qemu_killed_leaves_an_exited_container_and_nothing_else(vm: Engine) -> 
     assert vm("wait", "k", timeout=30).stdout.strip() == "137"
     assert vm("ps", "-a", "--format", "{{.Status}}").stdout.startswith("Exited (137)")
     assert "QEMU process was killed by signal 9" in vm("logs", "k").stderr
+    info = json.loads((vm.root / "containers" / cid / "bundle" / "vm.json").read_text())  # for inspect
+    assert (
+        info["Isolation"] == "vm"
+        and info["Accelerator"] in ("kvm", "tcg")
+        and "signal 9" in info["ExitReason"]
+    )
     vm("rm", "k")
     assert leftovers(vm.root) == []

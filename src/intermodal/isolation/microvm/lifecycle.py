@@ -5,7 +5,8 @@ accelerator), forks the shim and records its PID; the shim's exit status is the 
 State: `<root>/<id>/` holds state.json (runtime/state.py's format), vm.json (the plan), exec.fifo (until
 `start`), the sockets of QEMU's channels and of the shim, pids.json, the initramfs, logs and, with the ext4
 transport, the rootfs image. Shared assets (kernel, initramfs base, accelerator verdict) live in
-`$INTERMODAL_VM_DIR`, by default `<root>/.assets`. For `inspect`, create writes `<bundle>/vm.json`."""
+`$INTERMODAL_VM_DIR`, by default `<root>/.assets`. For `inspect`, create writes `<bundle>/vm.json`
+(isolation, accelerator, guest kernel, RAM, vCPUs), to which the shim adds ExitReason when the VM dies."""
 
 from __future__ import annotations
 

@@ -494,8 +494,9 @@ class Shim:
 
     def _fail(self, reason: str, code: int = 255) -> int:
         write_all(2, f"intermodal-vm-runtime: {reason}\n".encode())
-        with contextlib.suppress(OSError):
-            (self.dir / "exit-reason").write_text(reason + "\n")
+        with contextlib.suppress(OSError, ValueError):  # for `inspect`: the bundle outlives the state dir
+            info = Path(self.plan.bundle) / "vm.json"
+            info.write_text(json.dumps({**json.loads(info.read_text()), "ExitReason": reason}))
         if self.qemu and self.qemu.poll() is None:
             self.qemu.kill()
         for h in self.helpers:
