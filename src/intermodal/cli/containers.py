@@ -5,17 +5,18 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from intermodal.cli import LazyGroup
 from intermodal.cli.output import for_each, print_formatted, print_table, time_ago
-from intermodal.engine.containers.options import RunOptions
 from intermodal.engine.containers.record import ContainerRecord
 from intermodal.engine.containers.service import ContainerService
-from intermodal.engine.networks import endpoints_config, format_ports
 from intermodal.errors import IntermodalError, InvalidArgument
+
+if TYPE_CHECKING:
+    from intermodal.engine.containers.options import RunOptions
 
 _TOOLS = ("exec", "inspect", "top", "stats", "cp", "diff", "commit")  # in container_tools, loaded on use
 
@@ -112,6 +113,8 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _options(image: str, command: tuple[str, ...], kw: dict[str, Any]) -> RunOptions:
+    from intermodal.engine.containers.options import RunOptions
+
     return RunOptions(
         image=image, command=list(command), entrypoint=kw["entrypoint"], env=list(kw["env"]),
         env_files=list(kw["env_file"]), workdir=kw["workdir"], user=kw["user"], hostname=kw["hostname"],
@@ -325,6 +328,34 @@ def _matches(record: ContainerRecord, filters: tuple[str, ...]) -> bool:
     return True
 
 
+def _ps_row(svc: ContainerService, r: ContainerRecord, no_trunc: bool) -> dict[str, str]:
+    """One `ps` row; the network module is loaded only for containers that have networks or ports."""
+    networks = ports = ""
+    mode = r.host_config.get("NetworkMode") or "bridge"
+    if mode not in ("none", "host") and not mode.startswith("container:"):
+        from intermodal.engine.networks import endpoints_config, format_ports
+
+        networks = ",".join(endpoints_config(r))
+        if r.status == "running" and (
+            r.host_config.get("PortBindings") or r.host_config.get("PublishAllPorts")
+        ):
+            ports = format_ports(svc.networks.settings(r))
+    return {
+        "ID": r.id if no_trunc else r.id[:12],
+        "Image": r.image_name,
+        "Command": _command_text(r, no_trunc),
+        "CreatedAt": r.created,
+        "RunningFor": time_ago(r.created),
+        "Ports": ports,
+        "State": r.status,
+        "Status": _status_text(r),
+        "Names": r.name,
+        "Labels": ",".join(f"{k}={v}" for k, v in (r.config.get("Labels") or {}).items()),
+        "Mounts": ",".join(m.get("Name") or m.get("Source", "") for m in r.mounts),
+        "Networks": networks or mode,
+    }
+
+
 @click.command("ps")
 @click.option(
     "-a", "--all", "show_all", is_flag=True, help="Show all containers (default shows just running)."
@@ -352,27 +383,11 @@ def ps_cmd(
     records = [r for r in records if _matches(r, filters)]
     if last > 0:
         records = records[:last]
-    rows = [
-        {
-            "ID": r.id if no_trunc else r.id[:12],
-            "Image": r.image_name,
-            "Command": _command_text(r, no_trunc),
-            "CreatedAt": r.created,
-            "RunningFor": time_ago(r.created),
-            "Ports": format_ports(svc.networks.settings(r)) if r.status == "running" else "",
-            "State": r.status,
-            "Status": _status_text(r),
-            "Names": r.name,
-            "Labels": ",".join(f"{k}={v}" for k, v in (r.config.get("Labels") or {}).items()),
-            "Mounts": ",".join(m.get("Name") or m.get("Source", "") for m in r.mounts),
-            "Networks": ",".join(endpoints_config(r)) or r.host_config.get("NetworkMode") or "bridge",
-        }
-        for r in records
-    ]
     if quiet:
-        for row in rows:
-            click.echo(row["ID"])
+        for r in records:
+            click.echo(r.id if no_trunc else r.id[:12])
         return
+    rows = [_ps_row(svc, r, no_trunc) for r in records]
     if fmt:
         print_formatted(fmt, rows, {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND",
                                     "RunningFor": "CREATED", "Status": "STATUS", "Ports": "PORTS", "Names": "NAMES"})  # fmt: skip

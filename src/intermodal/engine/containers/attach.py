@@ -18,8 +18,8 @@ import tty
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from intermodal.engine.containers.bundle import Paths
 from intermodal.engine.containers.logs import LogWriter
+from intermodal.engine.containers.record import Paths
 from intermodal.isolation.oci import OciRuntime
 from intermodal.runtime import sys as linux
 

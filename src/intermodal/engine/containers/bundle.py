@@ -10,7 +10,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from intermodal.engine.containers.record import ContainerRecord
+from intermodal.engine.containers.record import ContainerRecord, Paths
 from intermodal.engine.containers.userdb import resolve_user
 from intermodal.engine.networks import Attachment
 from intermodal.engine.volumes import (
@@ -32,24 +32,6 @@ from intermodal.runtime.rootfs import open_in_root
 
 TINI = "/usr/bin/tini-static"
 TINI_TARGET = "/sbin/docker-init"
-
-
-class Paths:
-    """Where one container's files live: `$ROOT/containers/<id>/…`."""
-
-    def __init__(self, container_dir: Path):
-        self.dir = container_dir
-        self.rootfs = container_dir / "rootfs"
-        self.upper = container_dir / "diff"
-        self.work = container_dir / "work"
-        self.bundle = container_dir / "bundle"
-        self.config = self.bundle / "config.json"
-        self.log = container_dir / "ctr.log"
-        self.exits = container_dir / "exits"
-        self.hosts = container_dir / "hosts"
-        self.hostname = container_dir / "hostname"
-        self.resolv = container_dir / "resolv.conf"
-        self.init = container_dir / "init"
 
 
 def is_mounted(path: Path) -> bool:

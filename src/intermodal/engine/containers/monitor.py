@@ -13,8 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from intermodal.engine.containers.bundle import Paths
-from intermodal.engine.containers.record import ContainerRecord
+from intermodal.engine.containers.record import ContainerRecord, Paths
 from intermodal.errors import IntermodalError, NotFound
 from intermodal.isolation.oci import OciRuntime, runtime_error
 

@@ -7,8 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,9 +66,28 @@ class ContainerRecord:
         return str(self.state["Status"])
 
 
+class Paths:
+    """Where one container's files live: `$ROOT/containers/<id>/…`."""
+
+    def __init__(self, container_dir: Path):
+        self.dir = container_dir
+        self.rootfs = container_dir / "rootfs"
+        self.upper = container_dir / "diff"
+        self.work = container_dir / "work"
+        self.bundle = container_dir / "bundle"
+        self.config = self.bundle / "config.json"
+        self.log = container_dir / "ctr.log"
+        self.exits = container_dir / "exits"
+        self.hosts = container_dir / "hosts"
+        self.hostname = container_dir / "hostname"
+        self.resolv = container_dir / "resolv.conf"
+        self.init = container_dir / "init"
+
+
 class ContainerStore:
     def __init__(self, root: Path):
         self.root = root / "containers"
+        self._names = root / "container-names"  # <name> -> symlink to the container ID: O(1) uniqueness
         self._names_lock = root / "locks" / "containers.lock"
 
     def dir(self, cid: str) -> Path:
@@ -114,9 +132,12 @@ class ContainerStore:
             raise InvalidArgument("empty container name or ID")
         if re.fullmatch(r"[a-f0-9]{64}", spec) and self._path(spec).exists():
             return self.load(spec)
+        owner = self.name_owner(spec)
+        if owner:
+            return self.load(owner)
         records = self.all()
         for r in records:
-            if r.name == spec:
+            if r.name == spec:  # a name whose link was lost (crash between save and link)
                 return r
         matches = [r for r in records if r.id.startswith(spec)] if re.fullmatch(r"[a-f0-9]+", spec) else []
         if len(matches) > 1:
@@ -125,35 +146,65 @@ class ContainerStore:
             return matches[0]
         raise NotFound(f"no such container: {spec}")
 
+    def name_owner(self, name: str) -> str | None:
+        """The ID of the container called `name`, if any (a link whose container is gone does not count)."""
+        try:
+            cid = os.readlink(self._names / name)
+        except (FileNotFoundError, OSError):
+            return None
+        try:
+            return cid if self.load(cid).name == name else None
+        except NotFound:
+            return None
+
+    def _link_name(self, name: str, cid: str) -> None:
+        self._names.mkdir(parents=True, exist_ok=True)
+        tmp = self._names / f".{name}.{cid[:12]}"
+        tmp.unlink(missing_ok=True)
+        os.symlink(cid, tmp)
+        os.replace(tmp, self._names / name)
+
+    def release_name(self, name: str, cid: str) -> None:
+        with file_lock(self._names_lock):
+            with contextlib.suppress(OSError):
+                if os.readlink(self._names / name) == cid:
+                    (self._names / name).unlink()
+
     def add(self, record: ContainerRecord) -> None:
-        """Publish a new record; the name must be free (checked and written under one lock)."""
+        """Publish a new record; the name must be free (checked and claimed under one lock)."""
         check_name(record.name)
         with file_lock(self._names_lock):
-            for other in self.all():
-                if other.name == record.name:
-                    raise Conflict(
-                        f'the container name "/{record.name}" is already in use by container {other.id[:12]}: '
-                        "remove or rename that container, or choose another name"
-                    )
+            owner = self.name_owner(record.name)
+            if owner:
+                raise Conflict(
+                    f'the container name "/{record.name}" is already in use by container {owner[:12]}: '
+                    "remove or rename that container, or choose another name"
+                )
             self.dir(record.id).mkdir(parents=True)
             self.save(record)
+            self._link_name(record.name, record.id)
 
     def rename(self, cid: str, new_name: str) -> None:
         check_name(new_name)
         with file_lock(self._names_lock):
-            for other in self.all():
-                if other.name == new_name and other.id != cid:
-                    raise Conflict(
-                        f'the container name "/{new_name}" is already in use by container {other.id[:12]}'
-                    )
+            owner = self.name_owner(new_name)
+            if owner and owner != cid:
+                raise Conflict(
+                    f'the container name "/{new_name}" is already in use by container {owner[:12]}'
+                )
             with self.locked(cid):
                 record = self.load(cid)
+                old = record.name
                 record.name = new_name
                 self.save(record)
+                self._link_name(new_name, cid)
+                with contextlib.suppress(OSError):
+                    if os.readlink(self._names / old) == cid:
+                        (self._names / old).unlink()
 
     def new_id(self) -> str:
         while True:
-            cid = secrets.token_hex(32)
+            cid = os.urandom(32).hex()
             if not self.dir(cid).exists() and not cid[:12].isdigit():
                 return cid
 
@@ -205,11 +256,16 @@ _NOUNS = [
 ]
 
 
-def random_name(taken: set[str]) -> str:
+def random_name(taken: Callable[[str], bool]) -> str:
     """Docker-style `adjective_scientist` names."""
     while True:
-        name = f"{secrets.choice(_ADJECTIVES)}_{secrets.choice(_NOUNS)}"
-        if name in taken:
-            name = f"{name}{secrets.randbelow(10)}"
-        if name not in taken:
+        name = f"{_pick(_ADJECTIVES)}_{_pick(_NOUNS)}"
+        if taken(name):
+            name = f"{name}{os.urandom(1)[0] % 10}"
+        if not taken(name):
             return name
+
+
+def _pick(words: list[str]) -> str:
+    """A random word without importing `secrets`/`random` (they cost milliseconds at every start-up)."""
+    return words[int.from_bytes(os.urandom(4), "big") % len(words)]

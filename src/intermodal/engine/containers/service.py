@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import os
 import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from intermodal.engine.containers import bundle as bundles
-from intermodal.engine.containers import monitor
-from intermodal.engine.containers.attach import run_foreground
-from intermodal.engine.containers.options import RunOptions, container_config, host_config
 from intermodal.engine.containers.record import (
     CREATED,
     EXITED,
@@ -25,17 +22,36 @@ from intermodal.engine.containers.record import (
     RUNNING,
     ContainerRecord,
     ContainerStore,
+    Paths,
     random_name,
 )
-from intermodal.engine.images import ImageService
-from intermodal.engine.networks import NetworkService
-from intermodal.engine.volumes import VolumeStore, parse_mount_flag, parse_tmpfs_flag, parse_volume_flag
 from intermodal.errors import Conflict, IntermodalError, InvalidArgument, NotFound
 from intermodal.fsutil import read_json
-from intermodal.image.snapshots import Snapshotter
-from intermodal.isolation.oci import OciRuntime, open_runtime
-from intermodal.runtime.cgroups import open_cgroup
+from intermodal.lazy import lazy_import
 from intermodal.runtime.state import process_start_time
+
+if TYPE_CHECKING:
+    from intermodal.engine import volumes as volume_specs
+    from intermodal.engine.containers import attach, monitor
+    from intermodal.engine.containers import bundle as bundles
+    from intermodal.engine.containers import options as run_options
+    from intermodal.engine.containers.options import RunOptions
+    from intermodal.engine.images import ImageService
+    from intermodal.engine.networks import NetworkService
+    from intermodal.engine.volumes import VolumeStore
+    from intermodal.image.snapshots import Snapshotter
+    from intermodal.isolation import oci
+    from intermodal.isolation.oci import OciRuntime
+    from intermodal.runtime import cgroups
+else:
+    # Only `run`/`start` need the bundle, monitor and network machinery; `ps` and friends skip loading it.
+    bundles = lazy_import("intermodal.engine.containers.bundle")
+    monitor = lazy_import("intermodal.engine.containers.monitor")
+    attach = lazy_import("intermodal.engine.containers.attach")
+    run_options = lazy_import("intermodal.engine.containers.options")
+    volume_specs = lazy_import("intermodal.engine.volumes")
+    oci = lazy_import("intermodal.isolation.oci")
+    cgroups = lazy_import("intermodal.runtime.cgroups")
 
 ACTIVE = (RUNNING, PAUSED, RESTARTING)
 _STALE_EXIT_SECONDS = 10.0  # an exit file nobody cleaned up for this long means conmon's cleanup died
@@ -49,18 +65,36 @@ class ContainerService:
     def __init__(self, root: Path):
         self.root = root
         self.store = ContainerStore(root)
-        self.images = ImageService(root, containers_using=self.using_image)
-        self.volumes = VolumeStore(root)
-        self.snapshots = Snapshotter(root / "snapshots", self.images.store.content)
-        self.networks = NetworkService(root)
+
+    @functools.cached_property
+    def images(self) -> ImageService:
+        from intermodal.engine.images import ImageService
+
+        return ImageService(self.root, containers_using=self.using_image)
+
+    @functools.cached_property
+    def volumes(self) -> VolumeStore:
+        return volume_specs.VolumeStore(self.root)
+
+    @functools.cached_property
+    def snapshots(self) -> Snapshotter:
+        from intermodal.image.snapshots import Snapshotter
+
+        return Snapshotter(self.root / "snapshots", self.images.store.content)
+
+    @functools.cached_property
+    def networks(self) -> NetworkService:
+        from intermodal.engine.networks import NetworkService
+
+        return NetworkService(self.root)
 
     # -- helpers --------------------------------------------------------------------------------------------
 
-    def paths(self, cid: str) -> bundles.Paths:
-        return bundles.Paths(self.store.dir(cid))
+    def paths(self, cid: str) -> Paths:
+        return Paths(self.store.dir(cid))
 
     def runtime(self, record: ContainerRecord) -> OciRuntime:
-        return open_runtime(record.runtime, self.root / "run", self.root / "bin")
+        return oci.open_runtime(record.runtime, self.root / "run", self.root / "bin")
 
     def using_image(self, image_id: str) -> list[str]:
         return [r.id for r in self.store.all() if r.image == image_id]
@@ -70,7 +104,8 @@ class ContainerService:
 
     def containers(self, all_containers: bool = False) -> list[ContainerRecord]:
         records = [self.refresh(r) for r in self.store.all()]
-        self.networks.gc()
+        if (self.root / "netns").is_dir() or (self.root / "networks").is_dir():
+            self.networks.gc()  # release networks of containers whose monitor died
         records.sort(key=lambda r: r.created, reverse=True)
         return records if all_containers else [r for r in records if r.status in ACTIVE]
 
@@ -100,28 +135,28 @@ class ContainerService:
         image = self._image_for(opts, progress)
         image_config = self.images.config(image).config
         cid = self.store.new_id()
-        config = container_config(opts, image_config, cid)
+        config = run_options.container_config(opts, image_config, cid)
         if not (opts.isolation or opts.runtime):
             opts.isolation = (read_json(self.root / "config.json", {}) or {}).get("isolation", "")
-        hc = host_config(opts)
+        hc = run_options.host_config(opts)
         self.networks.check(hc)
         for v in hc["Binds"]:
-            request = parse_volume_flag(v)
+            request = volume_specs.parse_volume_flag(v)
             if request.type == "bind" and not os.path.exists(request.source):
                 raise InvalidArgument(
                     f"invalid volume {v!r}: bind source path does not exist: {request.source}"
                 )
         for m in hc["Mounts"]:
-            request = parse_mount_flag(m)
+            request = volume_specs.parse_mount_flag(m)
             if request.type == "bind" and not os.path.exists(request.source):
                 raise InvalidArgument(
                     f"invalid mount {m!r}: bind source path does not exist: {request.source}"
                 )
         for t in hc["Tmpfs"]:
-            parse_tmpfs_flag(t)
+            volume_specs.parse_tmpfs_flag(t)
         runtime = hc["Runtime"]
-        open_runtime(runtime, self.root / "run", self.root / "bin")  # unknown runtime → error now
-        name = opts.name.removeprefix("/") or random_name({r.name for r in self.store.all()})
+        oci.open_runtime(runtime, self.root / "run", self.root / "bin")  # unknown runtime → error now
+        name = opts.name.removeprefix("/") or random_name(lambda n: self.store.name_owner(n) is not None)
         record = ContainerRecord(
             id=cid,
             name=name,
@@ -137,7 +172,7 @@ class ContainerService:
 
     # -- start ----------------------------------------------------------------------------------------------
 
-    def _prepare(self, record: ContainerRecord) -> bundles.Paths:
+    def _prepare(self, record: ContainerRecord) -> Paths:
         paths = self.paths(record.id)
         bundles.mount_rootfs(self.images.store, self.snapshots, record, paths)
         try:
@@ -201,7 +236,7 @@ class ContainerService:
                 self.store.save(current)
 
         try:
-            code = run_foreground(
+            code = attach.run_foreground(
                 runtime, record.id, paths, interactive=interactive,
                 terminal=bool(record.config.get("Tty")), on_started=started,
             )  # fmt: skip
@@ -222,7 +257,7 @@ class ContainerService:
         self,
         record: ContainerRecord,
         runtime: OciRuntime,
-        paths: bundles.Paths,
+        paths: Paths,
         error: BaseException,
         *,
         locked: bool,
@@ -256,7 +291,10 @@ class ContainerService:
             if stale or not self.monitor_alive(record):
                 return self.finalize(record.id, code, allow_restart=False, locked=locked) or record
             view = ContainerRecord(**{**record.__dict__, "state": dict(record.state)})
-            view.state.update(Status=EXITED, Running=False, Pid=0, ExitCode=code)
+            finished = dt.datetime.fromtimestamp(exit_file.stat().st_mtime, dt.UTC).strftime(
+                "%Y-%m-%dT%H:%M:%S.%fZ"
+            )
+            view.state.update(Status=EXITED, Running=False, Pid=0, ExitCode=code, FinishedAt=finished)
             return view
         if record.status == RESTARTING or self.monitor_alive(record):
             return record
@@ -325,7 +363,7 @@ class ContainerService:
             current.explicitly_stopped = True
             self.store.save(current)
         if record.status == PAUSED:
-            open_cgroup(f"intermodal/{record.id}").thaw()
+            cgroups.open_cgroup(f"intermodal/{record.id}").thaw()
         with contextlib.suppress(ProcessLookupError):
             os.kill(record.state["Pid"], number)
         return record
@@ -342,7 +380,7 @@ class ContainerService:
         if timeout is None:
             timeout = int(record.config.get("StopTimeout", 10))
         if record.status == PAUSED:
-            open_cgroup(f"intermodal/{record.id}").thaw()
+            cgroups.open_cgroup(f"intermodal/{record.id}").thaw()
         pid = record.state["Pid"]
         if pid:
             with contextlib.suppress(ProcessLookupError):
@@ -402,7 +440,7 @@ class ContainerService:
             if record.state.get("Pid"):
                 with contextlib.suppress(ProcessLookupError):
                     if record.status == PAUSED:
-                        open_cgroup(f"intermodal/{record.id}").thaw()
+                        cgroups.open_cgroup(f"intermodal/{record.id}").thaw()
                     os.kill(record.state["Pid"], signal.SIGKILL)
             self.finalize(record.id, 137, allow_restart=False)
         with self.store.locked(record.id):
@@ -415,6 +453,7 @@ class ContainerService:
                         with contextlib.suppress(IntermodalError):
                             self.volumes.remove(m["Name"], in_use_by=self._volume_users(m["Name"], record.id))
             (paths.dir / "container.json").unlink(missing_ok=True)
+        self.store.release_name(record.name, record.id)
         bundles.remove_files(paths)
         return record.id
 
@@ -437,14 +476,14 @@ class ContainerService:
         record = self.get(spec)
         if record.status != RUNNING:
             raise Conflict(f"cannot pause container {spec}: it is {record.status}, not running")
-        open_cgroup(f"intermodal/{record.id}").freeze()
+        cgroups.open_cgroup(f"intermodal/{record.id}").freeze()
         self._set_state(record.id, Status=PAUSED, Paused=True)
 
     def unpause(self, spec: str) -> None:
         record = self.get(spec)
         if record.status != PAUSED:
             raise Conflict(f"cannot unpause container {spec}: it is not paused")
-        open_cgroup(f"intermodal/{record.id}").thaw()
+        cgroups.open_cgroup(f"intermodal/{record.id}").thaw()
         self._set_state(record.id, Status=RUNNING, Paused=False)
 
     def _set_state(self, cid: str, **changes: Any) -> None:
@@ -488,13 +527,13 @@ def _read_exit(path: Path) -> int:
 
 def _oom_killed(cid: str) -> bool:
     with contextlib.suppress(OSError, IntermodalError):
-        return open_cgroup(f"intermodal/{cid}").oom_killed()
+        return cgroups.open_cgroup(f"intermodal/{cid}").oom_killed()
     return False
 
 
 def _remove_cgroup(cid: str) -> None:
     """Kill what is left and remove the cgroup; a loaded machine may take a while to release its tasks."""
-    group = open_cgroup(f"intermodal/{cid}")
+    group = cgroups.open_cgroup(f"intermodal/{cid}")
     deadline = time.monotonic() + 10
     while group.exists() and time.monotonic() < deadline:
         with contextlib.suppress(OSError, IntermodalError):
