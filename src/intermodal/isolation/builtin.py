@@ -5,14 +5,13 @@ conmon still gets the `intermodal-runtime` binary for detached containers."""
 from __future__ import annotations
 
 import contextlib
-import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from intermodal.errors import IntermodalError, NotFound
 from intermodal.isolation.oci import OciRuntime, runtime_error
+from intermodal.isolation.stdio import inherited_stdio
 
 
 class BuiltinRuntime(OciRuntime):
@@ -29,25 +28,13 @@ class BuiltinRuntime(OciRuntime):
         stdio: Sequence[int] | None = None,
         console_socket: Path | None = None,
     ) -> None:
-        """The forked container init inherits fds 0-2, so point ours at `stdio` for the duration."""
+        """The forked container init inherits fds 0-2: they become `stdio` for the fork."""
         self.state_root.mkdir(parents=True, exist_ok=True)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        saved = [os.dup(fd) for fd in (0, 1, 2)]
-        devnull = os.open(os.devnull, os.O_RDWR)
         try:
-            for fd, target in enumerate(stdio or (devnull, devnull, devnull)):
-                os.dup2(target, fd)
-            self._runtime().create(cid, bundle, pid_file=pid_file, console_socket=console_socket)
-        except IntermodalError as e:
+            with inherited_stdio(stdio):
+                self._runtime().create(cid, bundle, pid_file=pid_file, console_socket=console_socket)
+        except (IntermodalError, OSError) as e:
             raise runtime_error(self.name, "create", str(e)) from None
-        except OSError as e:
-            raise runtime_error(self.name, "create", f"{e}") from None
-        finally:
-            for fd, original in enumerate(saved):
-                os.dup2(original, fd)
-                os.close(original)
-            os.close(devnull)
 
     def start(self, cid: str) -> None:
         self._runtime().start(cid)

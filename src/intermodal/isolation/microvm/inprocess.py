@@ -5,8 +5,6 @@ start, delete: ≈0.1 s each). conmon still gets the binary for detached contain
 from __future__ import annotations
 
 import contextlib
-import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +12,7 @@ from typing import Any
 from intermodal.errors import IntermodalError, NotFound
 from intermodal.isolation.microvm import lifecycle
 from intermodal.isolation.oci import OciRuntime, runtime_error
+from intermodal.isolation.stdio import inherited_stdio
 
 
 class VmRuntime(OciRuntime):
@@ -25,23 +24,15 @@ class VmRuntime(OciRuntime):
         stdio: Sequence[int] | None = None,
         console_socket: Path | None = None,
     ) -> None:
-        """The shim is forked from here and keeps fds 0-2, so point ours at `stdio` for the duration."""
+        """The shim is forked from here and keeps fds 0-2: they become `stdio` for the fork."""
         self.state_root.mkdir(parents=True, exist_ok=True)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        saved = [os.dup(fd) for fd in (0, 1, 2)]
-        devnull = os.open(os.devnull, os.O_RDWR)
         try:
-            for fd, target in enumerate(stdio or (devnull, devnull, devnull)):
-                os.dup2(target, fd)
-            lifecycle.create(self.state_root, cid, bundle, str(pid_file), str(console_socket or "") or None)
+            with inherited_stdio(stdio):
+                lifecycle.create(
+                    self.state_root, cid, bundle, str(pid_file), str(console_socket or "") or None
+                )
         except (IntermodalError, OSError) as e:
             raise runtime_error(self.name, "create", str(e)) from None
-        finally:
-            for fd, original in enumerate(saved):
-                os.dup2(original, fd)
-                os.close(original)
-            os.close(devnull)
 
     def start(self, cid: str) -> None:
         try:
