@@ -236,7 +236,7 @@ def host_config(opts: RunOptions) -> dict[str, Any]:
         "CapDrop": list(opts.cap_drop) or None,
         "SecurityOpt": list(opts.security_opt) or None,
         "Ulimits": list(opts.ulimits) or None,
-        "UsernsMode": opts.userns,
+        "UsernsMode": _userns(opts.userns),
         **network_config(opts),
     }
 
@@ -313,3 +313,13 @@ def vm_config(opts: RunOptions) -> dict[str, Any]:
         "VmAccel": opts.vm_accel or ("auto" if runtime == "vm" else ""),
         "VmKernel": os.path.abspath(opts.vm_kernel) if opts.vm_kernel else "",
     }
+
+
+def _userns(mode: str) -> str:
+    """Docker's `--userns` takes only `host` (opting out of daemon-wide remapping, which we do not do).
+    Podman's private user namespaces (`auto`, `keep-id`, `private`) are not implemented: say so."""
+    if mode not in ("", "host"):
+        raise InvalidArgument(
+            f"unsupported --userns {mode!r}: only 'host' is available (containers run in the host's user namespace)"
+        )
+    return mode
