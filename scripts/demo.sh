@@ -41,6 +41,24 @@ now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 say "run it as a container"
 start=$(now_ms); intermodal run --rm hello; container_ms=$(( $(now_ms) - start ))
 
+say "serve it on a published port and fetch the page from the host"
+port=18080
+intermodal run -d --name demo-served -p "127.0.0.1:$port:8080" hello show --serve >/dev/null
+trap 'intermodal rm -f demo-served >/dev/null 2>&1 || true; rm -rf "$scratch"' EXIT
+intermodal port demo-served
+python3 - "$port" <<'PY'
+import sys, time, urllib.request
+for _ in range(50):
+    try:
+        print(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/page.html", timeout=2).read().decode().strip())
+        break
+    except OSError:
+        time.sleep(0.1)
+else:
+    sys.exit("the published port did not answer")
+PY
+intermodal rm -f demo-served >/dev/null
+
 say "run the same image as a micro-VM (QEMU; KVM when it works, else TCG)"
 intermodal run --rm --isolation=vm busybox true >/dev/null 2>&1 || true  # first use fetches the guest kernel
 start=$(now_ms); intermodal run --rm --isolation=vm hello; vm_ms=$(( $(now_ms) - start ))
