@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -69,3 +70,20 @@ def jailed(jail: Path, fn: Callable[[], object]) -> object:
         assert isinstance(value, BaseException)
         raise value
     return value
+
+
+T0 = 1_600_000_000  # a fixed mtime for test entries
+
+
+def entry(
+    name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", **attrs: object
+) -> tuple[tarfile.TarInfo, bytes]:
+    """One tar member for a hand-built test layer."""
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.size = len(data)
+    info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
+    info.mtime = T0
+    for key, value in attrs.items():
+        setattr(info, key, value)
+    return info, data

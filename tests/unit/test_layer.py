@@ -18,7 +18,7 @@ import pytest
 import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from layer_jail import jailed, jailed_apply
+from layer_jail import T0, entry, jailed, jailed_apply
 
 from intermodal.errors import CorruptContent
 from intermodal.image.digest import Digest
@@ -33,7 +33,6 @@ from intermodal.image.layer import (
 IS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="chown, mknod and trusted.* xattrs need root")
 COMPRESSIONS = ["gzip", "zstd", ""]
-T0 = 1_600_000_000
 
 
 # --- helpers ------------------------------------------------------------------------------------------------
@@ -140,19 +139,6 @@ def tar_of(*entries: tuple[tarfile.TarInfo, bytes]) -> io.BytesIO:
             tf.addfile(info, io.BytesIO(data) if data else None)
     buf.seek(0)
     return buf
-
-
-def entry(
-    name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", **attrs: object
-) -> tuple[tarfile.TarInfo, bytes]:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.size = len(data)
-    info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
-    info.mtime = T0
-    for key, value in attrs.items():
-        setattr(info, key, value)
-    return info, data
 
 
 def apply(tar: io.BytesIO, target: Path, overlay: bool = False) -> int:

@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from layer_jail import jailed_apply
+from layer_jail import T0, entry, jailed_apply
 
 from intermodal.errors import InvalidArgument, UnsafeContent
 
 IS_ROOT = os.geteuid() == 0
-T0 = 1_600_000_000
 MODES = [
     False,
     pytest.param(True, marks=pytest.mark.skipif(not IS_ROOT, reason="whiteout devices need root")),
@@ -78,19 +77,6 @@ def box(tmp_path: Path) -> Iterator[Box]:
     before = outside_state(tmp_path)
     yield Box(tmp_path, target, outside, sentinel)
     assert outside_state(tmp_path) == before, "something outside the target changed"
-
-
-def entry(
-    name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", **attrs: object
-) -> tuple[tarfile.TarInfo, bytes]:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.size = len(data)
-    info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
-    info.mtime = T0
-    for key, value in attrs.items():
-        setattr(info, key, value)
-    return info, data
 
 
 def symlink(name: str, target: str) -> tuple[tarfile.TarInfo, bytes]:
