@@ -12,6 +12,7 @@ This assumes nothing else modifies the target while a layer is being applied (it
 from __future__ import annotations
 
 import errno
+import functools
 import gzip
 import hashlib
 import os
@@ -20,7 +21,7 @@ import shutil
 import stat
 import tarfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol, cast
@@ -685,20 +686,28 @@ def _write_tar(sink: _Digesting, source: str, entries: list[_Entry], mtime: int 
                 _copy_file(sink, path, st.st_size)
                 unpacked += st.st_size
                 continue
-        elif stat.S_ISDIR(st.st_mode):
-            info.type = tarfile.DIRTYPE
-        elif stat.S_ISLNK(st.st_mode):
-            info.type, info.linkname = tarfile.SYMTYPE, os.readlink(path)
-        elif stat.S_ISFIFO(st.st_mode):
-            info.type = tarfile.FIFOTYPE
-        elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
-            info.type = tarfile.CHRTYPE if stat.S_ISCHR(st.st_mode) else tarfile.BLKTYPE
-            info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
-        else:
-            continue  # a socket is a live endpoint of some process, not content
+        elif not set_special_type(info, st, functools.partial(os.readlink, path)):
+            continue
         sink.write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
     sink.write(bytes(2 * tarfile.BLOCKSIZE))
     return unpacked
+
+
+def set_special_type(info: tarfile.TarInfo, st: os.stat_result, link_target: Callable[[], str]) -> bool:
+    """Fill in a non-regular member's type (dir, symlink, fifo, device) from `st`; False for a socket,
+    which is a live endpoint of some process, not content."""
+    if stat.S_ISDIR(st.st_mode):
+        info.type = tarfile.DIRTYPE
+    elif stat.S_ISLNK(st.st_mode):
+        info.type, info.linkname = tarfile.SYMTYPE, link_target()
+    elif stat.S_ISFIFO(st.st_mode):
+        info.type = tarfile.FIFOTYPE
+    elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+        info.type = tarfile.CHRTYPE if stat.S_ISCHR(st.st_mode) else tarfile.BLKTYPE
+        info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+    else:
+        return False
+    return True
 
 
 def _copy_file(sink: _Digesting, path: str, size: int) -> None:

@@ -37,7 +37,7 @@ from intermodal.engine.containers import bundle as bundles
 from intermodal.engine.containers.record import ContainerRecord
 from intermodal.engine.containers.service import ACTIVE, ContainerService
 from intermodal.errors import IntermodalError, InvalidArgument, NotFound
-from intermodal.image.layer import apply_layer
+from intermodal.image.layer import apply_layer, set_special_type
 from intermodal.runtime.rootfs import open_in_root
 
 _CHUNK = 1 << 20
@@ -382,17 +382,8 @@ def write_tar(out: BinaryIO, top: int, arcname: str, *, owner: tuple[int, int] |
                 with os.fdopen(fd, "rb") as f:
                     tf.addfile(info, f)
                 return
-            if stat.S_ISDIR(st.st_mode):
-                info.type = tarfile.DIRTYPE
-            elif stat.S_ISLNK(st.st_mode):
-                info.type, info.linkname = tarfile.SYMTYPE, os.readlink(entry, dir_fd=dir_fd)
-            elif stat.S_ISFIFO(st.st_mode):
-                info.type = tarfile.FIFOTYPE
-            elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
-                info.type = tarfile.CHRTYPE if stat.S_ISCHR(st.st_mode) else tarfile.BLKTYPE
-                info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
-            else:
-                return  # a socket is a live endpoint, not content
+            if not set_special_type(info, st, lambda: os.readlink(entry, dir_fd=dir_fd)):
+                return
             tf.addfile(info)
 
         st = os.fstat(top)
