@@ -17,6 +17,8 @@ $(STAMP_APT):
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
 		$(APT_INSTALL) $(APT_PACKAGES); \
 	fi
+	@# The micro-VM's guest kernel is fetched with `apt-get download`, which needs package lists.
+	@apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1 || apt-get update -q
 	@touch $@
 
 # Debian's own interpreter starts ~4x faster than pyenv shims; the CLI's start-up is part of every command.
