@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from intermodal import __version__
 from intermodal.errors import IntermodalError
 
 # command name -> "module:attribute" under intermodal.cli
@@ -78,7 +79,7 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, lazy=_COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--root", envvar="INTERMODAL_ROOT", help="State directory (default /var/lib/intermodal).")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
-@click.version_option(package_name="intermodal")
+@click.version_option(version=__version__, prog_name="intermodal")
 @click.pass_context
 def cli(ctx: click.Context, root: str | None, debug: bool) -> None:
     """intermodal: run the same image as a container or a micro-VM."""
