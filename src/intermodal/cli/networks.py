@@ -100,6 +100,13 @@ def rm_cmd(ctx: click.Context, networks: tuple[str, ...]) -> None:
     for_each(networks, svc.remove, echo=True)
 
 
+@network_group.command("reload")
+@click.pass_context
+def reload_cmd(ctx: click.Context) -> None:
+    """Send this root's firewall rules again (after something flushed the host's nftables ruleset)."""
+    service(ctx).reload()
+
+
 @network_group.command("prune")
 @click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation.")
 @click.pass_context

@@ -1,4 +1,4 @@
-"""System commands: disk usage and the store check."""
+"""System commands: disk usage, the store check and reset."""
 
 from __future__ import annotations
 
@@ -60,5 +60,21 @@ def check_cmd(ctx: click.Context, repair: bool, quiet: bool) -> None:
         sys.exit(1)
 
 
+@click.command("reset")
+@click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation.")
+@click.pass_context
+def reset_cmd(ctx: click.Context, force: bool) -> None:
+    """Remove every container, image, volume and network, and take this root's bridges and rules down."""
+    root = ctx.find_root().obj["root"]
+    if not force:
+        click.confirm(
+            f"This removes all containers, images, volumes and networks under {root}. Continue?", abort=True
+        )
+    from intermodal.engine.system import reset
+
+    reset(root)
+
+
 system_group.add_command(df_cmd)
+system_group.add_command(reset_cmd)
 system_group.add_command(check_cmd)

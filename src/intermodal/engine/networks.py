@@ -6,8 +6,9 @@
 Daemonless like the rest of the engine: every piece of network state is on disk (`$ROOT/networks/<id>/`
 network.json + leases.json, namespaces pinned under `$ROOT/netns/<container id>`), derived resources are
 named after the container, and `gc()` releases the network of any container whose monitor is gone (killed
-with -9, or a CLI killed mid-`run`) on the next command. Bridges exist only while a container uses them,
-the nftables table only while any bridge exists.
+with -9, or a CLI killed mid-`run`) on the next command. A bridge comes up with its network's first
+container and stays up until the network is removed (the default one until `system reset`), like Docker's
+docker0; the nftables table exists while any bridge does.
 
 Engine config (`$ROOT/config.json`, key "network"): bridge (default bridge name), subnet (its subnet;
 env INTERMODAL_BRIDGE_SUBNET overrides), pool (where user networks get /24s), table (nftables table name),
@@ -35,6 +36,7 @@ from intermodal.errors import Conflict, IntermodalError, InvalidArgument, NotFou
 from intermodal.fsutil import atomic_write_json, read_json
 from intermodal.net import firewall, ipam, links, netns, ports
 from intermodal.net.dns import Resolver
+from intermodal.net.rtnl import index_of
 from intermodal.runtime.state import process_start_time
 
 DEFAULT = "bridge"
@@ -142,6 +144,8 @@ class NetworkService:
         current = stored and {**stored["IPAM"]["Config"][0], "Bridge": bridge_name(stored)}
         if stored and (current == wanted or self.leases.leases(stored["Id"])):
             return stored
+        if stored:  # the config changed: the next container brings the bridge up with the new address
+            links.delete(bridge_name(stored))
         net = stored or self._new(DEFAULT, {})
         net["IPAM"]["Config"] = [{"Subnet": wanted["Subnet"], "Gateway": wanted["Gateway"]}]
         net["Options"] = {
@@ -245,7 +249,25 @@ class NetworkService:
             for path in (self.dir / net["Id"]).iterdir():
                 path.unlink()
             (self.dir / net["Id"]).rmdir()
+            links.delete(bridge_name(net))
+            self._apply_firewall()
         return str(net["Name"])
+
+    def reload(self) -> None:
+        """Send the nftables table again (after something else flushed the host's ruleset)."""
+        with self.leases.locked():
+            self._apply_firewall(force=True)
+
+    def reset(self) -> None:
+        """Take down every bridge, the nftables table and the resolver of this root (`system reset`; the
+        caller has removed the containers first)."""
+        self.gc()
+        with self.leases.locked():
+            for net in self._stored():
+                links.delete(bridge_name(net))
+                if net["Name"] != DEFAULT:
+                    self.resolver.update(net["Name"], _gateway(net), [])
+            firewall.apply(self.config.table, [], [], self.dir / "firewall.applied", force=True)
 
     def prune(self) -> list[str]:
         referenced = {name for r in self.containers.all() for name in endpoints_config(r)}
@@ -426,17 +448,21 @@ class NetworkService:
                 out.append((net, lease))
         return out
 
-    def detach(self, cid: str) -> None:
-        """Release everything the container's network holds (idempotent; also the undo of `attach`)."""
+    def detach(self, cid: str, *, exited: bool = False) -> None:
+        """Release everything the container's network holds (idempotent; also the undo of `attach`).
+
+        `exited`: no process of the container is left, so unpinning its namespace lets the kernel destroy the
+        namespace and the veths in it in the background; deleting a veth here would wait for an RCU grace
+        period (15 ms here) on every container's exit."""
         self.drop_held(cid)
         with self.leases.locked():
-            self._release_locked([cid])
+            self._release_locked([cid], delete_veths=not exited)
 
-    def _release_locked(self, cids: list[str]) -> None:
+    def _release_locked(self, cids: list[str], delete_veths: bool = True) -> None:
         touched = []
         for cid in cids:
             for net, lease in self._leases_of(cid):
-                self._unplug(lease)
+                self._unplug(lease, delete_veth=delete_veths)
                 self.leases.release(net["Id"], cid)
                 touched.append(net)
             netns.remove(self.netns_path(cid))
@@ -444,24 +470,38 @@ class NetworkService:
             self._sync(touched)
 
     @staticmethod
-    def _unplug(lease: dict[str, Any]) -> None:
+    def _unplug(lease: dict[str, Any], delete_veth: bool = True) -> None:
         for entry in lease.get("ports") or []:
             if entry.get("proxy"):
                 ports.stop_proxy(entry["proxy"])
-        if lease.get("veth"):
+        if lease.get("veth") and delete_veth:
             links.delete(lease["veth"])
 
     def _sync(self, touched: list[dict[str, Any]]) -> None:
-        """Bring bridges, the nftables table and DNS in line with the leases (under the lock)."""
+        """Bring the nftables table and DNS in line with the bridges and leases (under the lock)."""
+        self._apply_firewall()
+        seen = set()
+        for net in touched:
+            if net["Id"] in seen or net["Name"] == DEFAULT:
+                continue
+            seen.add(net["Id"])
+            leases = self.leases.leases(net["Id"])
+            entries = [(cid, lease["address"], lease.get("names", [])) for cid, lease in leases.items()]
+            self.resolver.update(net["Name"], _gateway(net), entries)
+
+    def _apply_firewall(self, force: bool = False) -> None:
+        """The table for every network whose bridge is up and every published port. A bridge stays up from
+        its network's first container until the network is removed (the default one until `system reset`),
+        as Docker keeps docker0, so a container's start and stop change no rule unless it publishes ports;
+        an unchanged table is not sent to nft again (`network reload` forces it)."""
         bridges, forwards = [], []
         for net in self._stored():
-            leases = self.leases.leases(net["Id"])
-            if not leases:
+            if index_of(bridge_name(net)) is None:
                 continue
             bridges.append(firewall.Bridge(bridge_name(net), str(_subnet(net)), bool(net.get("Internal"))))
             if net.get("Internal"):
                 continue
-            for lease in leases.values():
+            for lease in self.leases.leases(net["Id"]).values():
                 for p in lease.get("ports") or []:
                     if p.get("proxy"):  # served by docker-proxy (userland_proxy when it started)
                         continue
@@ -470,18 +510,7 @@ class NetworkService:
                             p["host_ip"], p["proto"], p["host_port"], lease["address"], p["port"]
                         )
                     )
-        firewall.apply(self.config.table, bridges, forwards)
-        seen = set()
-        for net in touched:
-            if net["Id"] in seen:
-                continue
-            seen.add(net["Id"])
-            leases = self.leases.leases(net["Id"])
-            if not leases:
-                links.delete(bridge_name(net))
-            if net["Name"] != DEFAULT:
-                entries = [(cid, lease["address"], lease.get("names", [])) for cid, lease in leases.items()]
-                self.resolver.update(net["Name"], _gateway(net), entries)
+        firewall.apply(self.config.table, bridges, forwards, self.dir / "firewall.applied", force=force)
 
     # -- connect / disconnect -----------------------------------------------------------------------------
 

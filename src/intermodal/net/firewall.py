@@ -3,7 +3,7 @@
 The table is declarative: its whole content is rendered from the engine's state (bridges and published
 ports) and replaced in one nft transaction after every change. Nothing is ever edited rule by rule, so there
 are no rule handles to track, a crash cannot leave half a change behind, and rules of a container that is
-gone disappear at the next change. With no network in use the table is deleted."""
+gone disappear at the next change. With no bridge up the table is deleted."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from intermodal.errors import IntermodalError, NotFound
+from intermodal.fsutil import atomic_write_bytes
 
 
 @dataclass(frozen=True)
@@ -34,9 +35,9 @@ class Forward:
     port: int
 
 
-def _nft() -> str:
-    found = shutil.which("nft") or ("/usr/sbin/nft" if Path("/usr/sbin/nft").exists() else None)
-    if not found:
+def _nft(required: bool = True) -> str:
+    found = shutil.which("nft") or ("/usr/sbin/nft" if Path("/usr/sbin/nft").exists() else "")
+    if not found and required:
         raise NotFound("nft not found: install Debian's nftables package (apt-get install nftables)")
     return found
 
@@ -102,19 +103,39 @@ def render(table: str, bridges: Sequence[Bridge], forwards: Sequence[Forward]) -
     )  # fmt: skip
 
 
-def apply(table: str, bridges: Sequence[Bridge], forwards: Sequence[Forward]) -> None:
-    """Replace the table atomically (create-if-missing, delete, recreate in one transaction)."""
-    if not bridges:
-        remove(table)
+def apply(
+    table: str, bridges: Sequence[Bridge], forwards: Sequence[Forward], applied: Path, *, force: bool = False
+) -> None:
+    """Replace the table atomically (create-if-missing, delete, recreate in one transaction), or delete it
+    when there is no bridge. `applied` remembers what was last sent (with the boot it was sent in), so an
+    unchanged table costs no nft run unless `force`."""
+    script = f"table ip {table} {{}}\ndelete table ip {table}\n"
+    if bridges:
+        script += render(table, bridges, forwards)
+    stamp = f"# boot {_boot_id()}\n{script}"
+    if not force and _read(applied) == stamp:
         return
+    if not bridges and not force and _read(applied) is None:
+        return  # never made here
     if any(not b.internal for b in bridges):
         enable_forwarding()
-    _run(f"table ip {table} {{}}\ndelete table ip {table}\n" + render(table, bridges, forwards))
+    if bridges or _nft(required=False):
+        _run(script)
+    if bridges:
+        atomic_write_bytes(applied, stamp.encode(), durable=False)
+    else:
+        applied.unlink(missing_ok=True)
 
 
-def remove(table: str) -> None:
-    if shutil.which("nft") or Path("/usr/sbin/nft").exists():
-        _run(f"table ip {table} {{}}\ndelete table ip {table}\n")
+def _boot_id() -> str:
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
 
 
 def enable_forwarding() -> None:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import itertools
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from intermodal.errors import Conflict, InvalidArgument
-from intermodal.fsutil import atomic_write_json, file_lock, read_json
+from intermodal.fsutil import atomic_write_bytes, atomic_write_json, file_lock, read_json
 
 Network = ipaddress.IPv4Network
 Address = ipaddress.IPv4Address
@@ -95,7 +96,9 @@ class LeaseStore:
     def allocate(
         self, net_id: str, subnet: Network, gateway: Address, owner: str, requested: Address | None = None
     ) -> Address:
-        """Lease the requested address, or the lowest free one; the lease is on disk when this returns."""
+        """Lease the requested address, or the next free one after the last handed out (round robin, as
+        Docker's allocator does: an address just released may still sit on a namespace the kernel is tearing
+        down, with the same MAC, so it is the last to be reused). The lease is on disk when this returns."""
         leases = self.leases(net_id)
         taken = {Address(v["address"]) for k, v in leases.items() if k != owner}
         if requested is not None:
@@ -103,10 +106,16 @@ class LeaseStore:
                 raise Conflict(f"address {requested} is already in use on this network: choose another --ip")
             addr = requested
         else:
-            found = next((a for a in subnet.hosts() if a != gateway and a not in taken), None)
+            cursor = self.dir / net_id / "last"
+            last = Address(cursor.read_text()) if cursor.exists() else gateway
+            first, end = int(subnet.network_address) + 1, int(subnet.broadcast_address)
+            start = int(last) + 1 if first <= int(last) < end else first
+            order = (Address(i) for i in itertools.chain(range(start, end), range(first, start)))
+            found = next((a for a in order if a != gateway and a not in taken), None)
             if found is None:
                 raise Conflict(f"no free address left in {subnet}: remove containers or use a larger subnet")
             addr = found
+            atomic_write_bytes(cursor, str(addr).encode(), durable=False)
         leases[owner] = {**leases.get(owner, {}), "address": str(addr)}
         self.save(net_id, leases)
         return addr

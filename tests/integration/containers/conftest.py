@@ -31,3 +31,4 @@ def engine(busybox_store: Path, tmp_path: Path) -> Iterator[Engine]:
     if ids:
         e("rm", "-f", *ids, check=False)
     assert mount_count(root) == 0, "a test left mounts under its root"
+    e("system", "reset", "--force")  # the root's bridge and nftables table stay up until this

@@ -116,7 +116,8 @@ class Net:
 
     def assert_clean(self) -> None:
         ours = {self.bridge, *self.seen_links}
-        assert not ours & links(), f"links left behind: {ours & links()}"
+        # a container's veth goes with its namespace, which the kernel destroys in the background
+        assert wait_for(lambda: not ours & links(), 5), f"links left behind: {ours & links()}"
         assert f"table ip {self.table} " not in ruleset() + " ", "the nftables table was left behind"
         assert not self.leases(), f"leases left behind: {self.leases()}"
         ns_dir = self.engine.root / "netns"
@@ -143,6 +144,7 @@ def net(engine: Engine) -> Iterator[Net]:
         info = json.loads(engine("network", "inspect", nid).stdout)[0]
         n.seen_links.add(info["Options"].get("com.docker.network.bridge.name", ""))
     engine("network", "prune", "-f", check=False)
+    engine("system", "reset", "--force")
     n.seen_links.discard("")
     n.assert_clean()
     dns_pid = engine.root / "networks" / "dns" / "aardvark.pid"
@@ -170,6 +172,28 @@ def test_default_bridge_host_and_gateway(net: Net) -> None:
     assert f'ip saddr {net.subnet} oifname != "{net.bridge}" masquerade' in table, "outbound masquerade"
     assert Path(f"/proc/sys/net/ipv4/conf/{net.bridge}/route_localnet").read_text().strip() == "1"
     assert Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == "1"
+
+
+def test_bridge_lives_with_its_network_and_reset_takes_it_down(net: Net) -> None:
+    """Like docker0: the default bridge and the table stay up between containers (so a container's start
+    touches no firewall), a user network's bridge goes with `network rm`, and `system reset` takes down
+    what is left; `network reload` puts back a table that something else deleted."""
+    net("run", "--rm", "busybox", "true")
+    assert net.bridge in links()
+    assert f"table ip {net.table} " in ruleset()
+    net("network", "create", "--subnet", "10.251.78.0/24", "short")
+    net("run", "--rm", "--network", "short", "busybox", "true")
+    short = net.inspect_net("short")["Options"]["com.docker.network.bridge.name"]
+    assert short in links() and short in ruleset()
+    net("network", "rm", "short")
+    assert short not in links() and short not in ruleset() and net.bridge in ruleset()
+    subprocess.run(["nft", "delete", "table", "ip", net.table], check=True)
+    net("network", "reload")
+    assert f"table ip {net.table} " in ruleset()
+    net("system", "reset", "--force")
+    assert net.bridge not in links() and f"table ip {net.table} " not in ruleset()
+    assert [p.name for p in net.engine.root.iterdir()] == ["config.json"], "reset keeps only the config"
+    assert net("images", "-q").stdout == ""
 
 
 def test_publish_on_localhost_only(net: Net) -> None:
@@ -390,7 +414,7 @@ def test_kill_9_of_the_monitor_releases_everything(net: Net) -> None:
     )
     net("network", "ls")  # any engine command collects the stale network
     assert not net.leases()
-    assert net.bridge not in links()
+    assert not net.seen_links & links(), "the veth of the dead container's namespace"
     assert_port_free(port)  # conmon held the reservation: the kernel freed it with the process
 
 

@@ -56,6 +56,7 @@ from intermodal.engine.build.progress import Progress
 from intermodal.engine.build.run import Secret, prepare_mounts, run_step
 from intermodal.engine.containers.bundle import Paths, stop_signal_number
 from intermodal.engine.containers.userdb import resolve_user
+from intermodal.engine.teardown import remove_tree
 from intermodal.errors import IntermodalError, InvalidArgument, NotFound
 from intermodal.image.assemble import HistoryEntry, assemble
 from intermodal.image.layer import LayerInfo, apply_layer
@@ -163,7 +164,7 @@ class Builder:
             with self._stack:
                 return self._build()
         finally:
-            _cleanup(self.work)
+            remove_tree(self.work)
 
     def _build(self) -> BuildResult:
         text, filename, context_dir, index = self._open_context()
@@ -750,24 +751,6 @@ def _download(url: str, scratch: Path, fail: Callable[[str], Exception]) -> ctx.
     return ctx.Entry(str(path), name, "", os.lstat(path))
 
 
-def _mounts_under(top: Path) -> list[str]:
-    prefix = str(top) + "/"
-    with open("/proc/self/mountinfo") as f:
-        points = [line.split()[4] for line in f]
-    return sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True)
-
-
-def _cleanup(work: Path) -> None:
-    from intermodal.runtime import sys as linux
-
-    for point in _mounts_under(work):
-        try:
-            linux.umount2(point, linux.MNT_DETACH)
-        except OSError:
-            pass
-    shutil.rmtree(work, ignore_errors=True)
-
-
 def _reap_stale(build_root: Path) -> None:
     """Work dirs of builds that died (killed, crashed): unmount and remove them."""
     if not build_root.is_dir():
@@ -781,7 +764,7 @@ def _reap_stale(build_root: Path) -> None:
             pass
         except (OSError, ValueError):
             continue
-        _cleanup(work)
+        remove_tree(work)
 
 
 def build(root: Path, opts: BuildOptions, progress: Progress) -> BuildResult:

@@ -322,7 +322,7 @@ class ContainerService:
                     os.kill(record.state["Pid"], signal.SIGKILL)
             runtime.delete(cid)
             _remove_cgroup(cid)
-            self.networks.detach(cid)
+            self.networks.detach(cid, exited=True)
             bundles.unmount_rootfs(paths)
             record.state.update(
                 Status=EXITED, Running=False, Paused=False, Restarting=False, Pid=0, ExitCode=code,
