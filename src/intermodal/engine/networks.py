@@ -28,15 +28,22 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from intermodal.engine.containers.record import ContainerRecord, ContainerStore
 from intermodal.engine.root import DEFAULT_ROOT
 from intermodal.errors import Conflict, IntermodalError, InvalidArgument, NotFound
 from intermodal.fsutil import atomic_write_json, read_json
-from intermodal.net import firewall, ipam, links, netns, ports
+from intermodal.lazy import lazy_import
+from intermodal.net import ipam
 from intermodal.net.dns import Resolver
-from intermodal.net.rtnl import index_of
+
+if TYPE_CHECKING:
+    from intermodal.net import firewall, links, netns, ports, rtnl
+else:  # `--network none|host` and `ps` need none of the machinery (sockets, subprocess, netlink)
+    firewall, links, netns, ports, rtnl = (
+        lazy_import(f"intermodal.net.{name}") for name in ("firewall", "links", "netns", "ports", "rtnl")
+    )
 from intermodal.runtime.state import process_start_time
 
 DEFAULT = "bridge"
@@ -496,7 +503,7 @@ class NetworkService:
         an unchanged table is not sent to nft again (`network reload` forces it)."""
         bridges, forwards = [], []
         for net in self._stored():
-            if index_of(bridge_name(net)) is None:
+            if rtnl.index_of(bridge_name(net)) is None:
                 continue
             bridges.append(firewall.Bridge(bridge_name(net), str(_subnet(net)), bool(net.get("Internal"))))
             if net.get("Internal"):

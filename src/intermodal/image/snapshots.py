@@ -21,8 +21,10 @@ from intermodal.fsutil import file_lock
 from intermodal.image import mediatypes as mt
 from intermodal.image.content import ContentStore
 from intermodal.image.digest import Digest
-from intermodal.image.layer import apply_layer, open_decompressed
 from intermodal.image.models import Descriptor, ImageConfig, Manifest
+from intermodal.lazy import lazy_import
+
+layer = lazy_import("intermodal.image.layer")  # tarfile and the codecs: only when a layer is unpacked
 
 
 @dataclass(frozen=True)
@@ -77,8 +79,8 @@ class Snapshotter:
         scratch = Path(tempfile.mkdtemp(dir=target.parent, prefix=".unpack-"))
         try:
             with self._content.open(blob) as raw:
-                hashing = _HashingReader(open_decompressed(raw, compression))
-                apply_layer(hashing, scratch, overlay_whiteouts=True)
+                hashing = _HashingReader(layer.open_decompressed(raw, compression))
+                layer.apply_layer(hashing, scratch, overlay_whiteouts=True)
                 hashing.drain()
             if hashing.digest != diff_id:
                 raise CorruptContent(
