@@ -67,21 +67,23 @@ class ContainerRecord:
 
 
 class Paths:
-    """Where one container's files live: `$ROOT/containers/<id>/…`."""
+    """Where one container's files live: `$ROOT/containers/<id>/…` (each path made on first use: `ps` makes
+    a Paths per container and needs one of them)."""
 
     def __init__(self, container_dir: Path):
         self.dir = container_dir
-        self.rootfs = container_dir / "rootfs"
-        self.upper = container_dir / "diff"
-        self.work = container_dir / "work"
-        self.bundle = container_dir / "bundle"
-        self.config = self.bundle / "config.json"
-        self.log = container_dir / "ctr.log"
-        self.exits = container_dir / "exits"
-        self.hosts = container_dir / "hosts"
-        self.hostname = container_dir / "hostname"
-        self.resolv = container_dir / "resolv.conf"
-        self.init = container_dir / "init"
+
+    rootfs = property(lambda self: self.dir / "rootfs")
+    upper = property(lambda self: self.dir / "diff")
+    work = property(lambda self: self.dir / "work")
+    bundle = property(lambda self: self.dir / "bundle")
+    config = property(lambda self: self.dir / "bundle" / "config.json")
+    log = property(lambda self: self.dir / "ctr.log")
+    exits = property(lambda self: self.dir / "exits")
+    hosts = property(lambda self: self.dir / "hosts")
+    hostname = property(lambda self: self.dir / "hostname")
+    resolv = property(lambda self: self.dir / "resolv.conf")
+    init = property(lambda self: self.dir / "init")
 
 
 class ContainerStore:

@@ -104,10 +104,19 @@ class ContainerService:
 
     def containers(self, all_containers: bool = False) -> list[ContainerRecord]:
         records = [self.refresh(r) for r in self.store.all()]
-        if (self.root / "netns").is_dir() or (self.root / "networks").is_dir():
+        if self._network_state_may_be_stale(records):
             self.networks.gc()  # release networks of containers whose monitor died
         records.sort(key=lambda r: r.created, reverse=True)
         return records if all_containers else [r for r in records if r.status in ACTIVE]
+
+    def _network_state_may_be_stale(self, records: list[ContainerRecord]) -> bool:
+        """Whether a namespace is pinned for a container that is not running: only then is the network GC
+        (and its import) worth paying for on a listing. A lease without a pin is collected by the next run."""
+        ns_dir = self.root / "netns"
+        if not ns_dir.is_dir():
+            return False
+        running = {r.id for r in records if r.status in ACTIVE}
+        return any(name not in running for name in os.listdir(ns_dir))
 
     # -- create ---------------------------------------------------------------------------------------------
 
