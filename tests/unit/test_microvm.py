@@ -122,15 +122,48 @@ def test_guest_config_maps_mounts_to_shares_tmpfs_and_copied_files(tmp_path: Pat
     config, files = bundle.guest_config(spec, plan)
     assert plan.shares == [bundle.Share("vol0", str(volume), True)]
     body = [line.strip() for line in config.splitlines()[1:-1]]
-    assert body == ["root_virtiofs rootfs rw", "std_mounts", "vol_virtiofs vol0 /data ro",
-                    "vol_tmpfs /tmp nosuid,size=1m", "file_bind f0 /etc/hosts rw", "hostname box"]  # fmt: skip
+    assert body == ["root_virtiofs rootfs rw", "mounts /files/fstab0 /proc/ /sys/ /dev/ /data/ /tmp/ /etc/hosts",
+                    "set_hostname box"]  # fmt: skip
+    fstab = dict((name, data) for name, data, _ in files)["fstab0"].decode().splitlines()
+    assert fstab[:3] == ["proc /newroot/proc proc defaults 0 0", "sysfs /newroot/sys sysfs ro,nosuid,nodev,noexec 0 0",
+                         "/dev.oci /newroot/dev none bind 0 0"]  # fmt: skip
+    assert fstab[6:] == ["vol0 /newroot/data virtiofs ro 0 0", "tmpfs /newroot/tmp tmpfs nosuid,size=1m 0 0",
+                         "/files/f0 /newroot/etc/hosts none bind 0 0"]  # fmt: skip
     plan.nic = {"mac": "02:42:0a:00:00:02", "address": "10.0.0.2/24", "gateway": "10.0.0.1", "mtu": 1500}
     assert (
         bundle.guest_config(spec, plan)[0].splitlines()[-2].strip() == "net_setup 10.0.0.2/24 10.0.0.1 1500"
     )
-    assert files == [("f0", b"127.0.0.1 localhost\n", 0o644)]
+    assert files[0] == ("f0", b"127.0.0.1 localhost\n", 0o644)
     with pytest.raises(InvalidArgument, match="does not exist"):
         bundle.guest_config({"mounts": [{"destination": "/x", "type": "bind", "source": "/no/such"}]}, plan)
+
+
+def test_guest_config_nested_mounts_get_their_own_fstab_and_ro_binds_a_remount(tmp_path: Path) -> None:
+    """A mount point under an earlier mount of the same table must be made after that mount: a new table."""
+    (tmp_path / "v").mkdir()
+    (tmp_path / "f").write_text("x")
+    spec = {
+        "mounts": [
+            {"destination": "/a b", "type": "tmpfs", "source": "tmpfs", "options": []},
+            {"destination": "/a b/c", "type": "bind", "source": str(tmp_path / "v"), "options": ["rbind"]},
+            {
+                "destination": "/dev/f",
+                "type": "bind",
+                "source": str(tmp_path / "f"),
+                "options": ["rbind", "ro"],
+            },
+        ]
+    }
+    plan = bundle.Plan(id="c", bundle="b", rootfs="r", rootfs_transport="virtiofs", root_readonly=True,
+                       memory_mib=256, cpus=1)  # fmt: skip
+    config, files = bundle.guest_config(spec, plan)
+    body = [line.strip() for line in config.splitlines()[1:-1]]
+    assert body == ["root_virtiofs rootfs ro", "mounts /files/fstab0 /proc/ /sys/ /dev/ '/a b/'",
+                    "mounts /files/fstab1 '/a b/c/' /dev/f", "remount_ro /dev/f"]  # fmt: skip
+    tables = {name: data.decode() for name, data, _ in files if name.startswith("fstab")}
+    assert tables["fstab0"].splitlines()[-1] == "tmpfs /newroot/a\\040b tmpfs defaults 0 0"
+    assert tables["fstab1"].splitlines() == ["vol0 /newroot/a\\040b/c virtiofs rw 0 0",
+                                             "/files/f0 /newroot/dev/f none bind 0 0"]  # fmt: skip
 
 
 def test_resources_become_guest_ram_and_vcpus() -> None:

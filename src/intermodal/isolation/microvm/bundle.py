@@ -100,14 +100,82 @@ def rootfs_path(spec: dict[str, Any], bundle: Path) -> Path:
     return root if root.is_absolute() else bundle / root
 
 
+# The agent's standard mounts (runtime-spec config-linux.md): /proc, /sys and a /dev with the OCI default
+# devices only, bound from /dev.oci in the initramfs (initramfs.py), so no mknod at boot. Only /proc, /sys
+# and /dev may need creating in the rootfs; /dev's subdirectories are in /dev.oci.
+_STD_FSTAB = (
+    ("proc", "/proc", "proc", "defaults"),
+    ("sysfs", "/sys", "sysfs", "ro,nosuid,nodev,noexec"),
+    ("/dev.oci", "/dev", "none", "bind"),
+    ("devpts", "/dev/pts", "devpts", "newinstance,ptmxmode=0666,mode=620"),
+    ("shm", "/dev/shm", "tmpfs", "nosuid,nodev,noexec,size=65536k"),
+    ("mqueue", "/dev/mqueue", "mqueue", "nofail"),  # not every kernel has POSIX message queues
+)
+
+
+def _fstab_field(text: str) -> str:
+    """getmntent(3)'s escapes for whitespace and backslashes in an fstab field."""
+    return "".join({" ": "\\040", "\t": "\\011", "\n": "\\012", "\\": "\\134"}.get(c, c) for c in text)
+
+
+def _under(path: str, parent: str) -> bool:
+    return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
+class _Mounts:
+    """The container's mounts as fstab files for the agent's `mounts` (one `mount -a` each, in spec order).
+    A table's mount points are created before it is mounted, so a mount point under an earlier mount of the
+    same table starts a new table (it has to be made inside that mount)."""
+
+    def __init__(self) -> None:
+        self.steps: list[str] = []
+        self.files: list[tuple[str, bytes, int]] = []
+        self._lines: list[str] = []
+        self._points: list[str] = []  # DIR/ or FILE, for the agent to create when missing
+        self._dests: list[str] = []
+        self._read_only: list[str] = []
+
+    def add(
+        self, source: str, dest: str, fstype: str, options: str, *, point: str = "", ro_bind: bool = False
+    ) -> None:
+        """`point`: the mount point to create (`dest/` for a directory, `dest` for a file to bind)."""
+        if point and any(_under(point.rstrip("/") or "/", d) for d in self._dests):
+            self.flush()
+        self._lines.append(
+            f"{_fstab_field(source)} {_fstab_field('/newroot' + dest)} {fstype} {options or 'defaults'} 0 0"
+        )
+        if point:
+            self._points.append(point)
+        self._dests.append(dest)
+        if ro_bind:
+            self._read_only.append(dest)  # mount(8) binds read-write whatever the options: remount
+
+    def flush(self) -> None:
+        if not self._lines:
+            return
+        name = f"fstab{len(self.files)}"
+        self.files.append((name, "".join(line + "\n" for line in self._lines).encode(), 0o644))
+        self.steps.append(" ".join(["mounts", f"/files/{name}", *(shlex.quote(p) for p in self._points)]))
+        self.steps += [f"remount_ro {shlex.quote(d)}" for d in self._read_only]
+        self._lines, self._points, self._dests, self._read_only = [], [], [], []
+
+
 def guest_config(spec: dict[str, Any], plan: Plan) -> tuple[str, list[tuple[str, bytes, int]]]:
-    """config.sh for the agent (calls to its mount functions, in the spec's mount order) and the files
-    to put in the initramfs; fills `plan.shares`."""
+    """config.sh for the agent (the rootfs, then fstab files of the other mounts in the spec's order) and
+    the files to put in the initramfs (fstabs and single-file binds); fills `plan.shares`."""
     q = shlex.quote
     ro = "ro" if plan.root_readonly else "rw"
     steps = [f"root_ext4 /dev/vda {ro}" if plan.rootfs_transport == "ext4" else f"root_virtiofs rootfs {ro}"]
-    steps.append("std_mounts")
-    files: list[tuple[str, bytes, int]] = []
+    mounts = _Mounts()
+    for std_source, std_dest, std_type, std_options in _STD_FSTAB:
+        mounts.add(
+            std_source,
+            std_dest,
+            std_type,
+            std_options,
+            point=f"{std_dest}/" if std_dest.count("/") == 1 else "",
+        )
+    binds: list[tuple[str, bytes, int]] = []
     for m in spec.get("mounts") or []:
         dest = os.path.normpath(m.get("destination") or "")
         options = m.get("options") or []
@@ -116,29 +184,31 @@ def guest_config(spec: dict[str, Any], plan: Plan) -> tuple[str, list[tuple[str,
             continue
         if m.get("type") == "tmpfs":
             kept = [o for o in options if o in _TMPFS_FLAGS or o.startswith(_TMPFS_OPTIONS)]
-            steps.append(f"vol_tmpfs {q(dest)} {q(','.join(kept) or 'rw')}")
+            mounts.add("tmpfs", dest, "tmpfs", ",".join(kept), point=f"{dest}/")
         elif is_bind:
             source = m.get("source") or ""
             readonly = "ro" in options
             if os.path.isdir(source):
                 tag = f"vol{len(plan.shares)}"
                 plan.shares.append(Share(tag, os.path.realpath(source), readonly))
-                steps.append(f"vol_virtiofs {tag} {q(dest)} {'ro' if readonly else 'rw'}")
+                mounts.add(tag, dest, "virtiofs", "ro" if readonly else "rw", point=f"{dest}/")
             elif os.path.isfile(source):
-                name = f"f{len(files)}"
+                name = f"f{len(binds)}"
                 st = os.stat(source)
-                files.append((name, Path(source).read_bytes(), st.st_mode & 0o777))
-                steps.append(f"file_bind {name} {q(dest)} {'ro' if readonly else 'rw'}")
+                binds.append((name, Path(source).read_bytes(), st.st_mode & 0o777))
+                mounts.add(f"/files/{name}", dest, "none", "bind", point=dest, ro_bind=readonly)
             else:
                 raise InvalidArgument(f"mount source {source} for {dest} does not exist or is not a file")
+    mounts.flush()
+    steps += mounts.steps
     if spec.get("hostname"):
-        steps.append(f"hostname {q(spec['hostname'])}")
+        steps.append(f"set_hostname {q(spec['hostname'])}")
     if plan.nic:
         nic = plan.nic
         steps.append(f"net_setup {q(nic['address'])} {q(nic['gateway'] or '-')} {int(nic['mtu'])}")
     body = "\n".join(f"    {s}" for s in steps)
     config = f"configure() {{\n{body}\n}}\n"
-    return config, files
+    return config, [*binds, *mounts.files]
 
 
 def make_ext4(rootfs: Path, image: Path) -> None:

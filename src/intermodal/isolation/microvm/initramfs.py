@@ -18,7 +18,7 @@ from intermodal.isolation.microvm import agent
 from intermodal.isolation.microvm.kernel import Kernel
 
 BUSYBOX = "/bin/busybox"
-_FORMAT = "2"  # bump when the layout below changes
+_FORMAT = "3"  # bump when the layout below changes
 
 
 class Archive:
@@ -60,7 +60,8 @@ def base_image(kernel: Kernel, cache_dir: Path) -> Path:
     busybox = Path(BUSYBOX).read_bytes()
     modules = [(m.name, m.read_bytes()) for m in kernel.modules]
     net_modules = [(m.name, m.read_bytes()) for m in kernel.net_modules]
-    digest = hashlib.sha256(_FORMAT.encode() + agent.INIT.encode() + " ".join(agent.APPLETS).encode())
+    digest = hashlib.sha256(_FORMAT.encode() + agent.INIT.encode() + agent.FSTAB.encode())
+    digest.update(" ".join(agent.APPLETS).encode())
     digest.update(hashlib.sha256(busybox).digest())
     for name, data in (*modules, *net_modules):
         digest.update(name.encode() + hashlib.sha256(data).digest())
@@ -74,6 +75,8 @@ def base_image(kernel: Kernel, cache_dir: Path) -> Path:
         "proc",
         "sys",
         "run",
+        "ports",
+        "etc",
         "newroot",
         "files",
         "lib",
@@ -89,6 +92,7 @@ def base_image(kernel: Kernel, cache_dir: Path) -> Path:
     for i, (name, data) in enumerate(net_modules):
         archive.file(f"lib/modules/net/{i:02d}-{name}", data)
     _oci_dev(archive)
+    archive.file("etc/fstab", agent.FSTAB.encode())
     archive.file("init", agent.INIT.encode(), 0o755)
     cache_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, archive.finish())

@@ -103,8 +103,18 @@ def write_all(fd: int, data: bytes) -> None:
 def run_request(
     slot: int, process: dict[str, object], *, attach_stdin: bool, nonce: str, tty: str = ""
 ) -> bytes:
+    """An `exec` client's request to the shim: one line, the script in base64."""
     script = agent.process_script(process, slot, attach_stdin=attach_stdin, nonce=nonce, tty=tty)
     return f"run {slot} {base64.b64encode(script.encode()).decode()}\n".encode()
+
+
+def guest_run(slot: int, script: bytes) -> bytes:
+    """The agent's `run`: the script follows as lines, which its shell reads with builtins (no base64
+    process in the guest)."""
+    if not script.endswith(b"\n"):
+        script += b"\n"
+    lines = script.count(b"\n")
+    return f"run {slot} {lines}\n".encode() + script
 
 
 def _pdeathsig() -> None:
@@ -289,8 +299,9 @@ class Shim:
     def _maybe_run(self) -> None:
         if self.ready and self.started and not self.run_sent:
             self.run_sent = True
-            self._send(run_request(0, self.plan.process, attach_stdin=self.attach_stdin and not self.terminal,
-                                   nonce=self.nonce, tty="/dev/hvc0" if self.terminal else ""))  # fmt: skip
+            script = agent.process_script(self.plan.process, 0, attach_stdin=self.attach_stdin and not self.terminal,
+                                          nonce=self.nonce, tty="/dev/hvc0" if self.terminal else "")  # fmt: skip
+            self._send(guest_run(0, script.encode()))
 
     # -- hot-plugged exec ports (QMP, docs/interop/qmp-spec.rst) -------------------------------------------
 
@@ -428,8 +439,15 @@ class Shim:
                 with contextlib.suppress(OSError):
                     conn.sendall(reply)
             elif len(words) == 3 and words[0] == b"run" and self.run_sent and self.code is None:
-                self.execs[int(words[1])] = conn
-                self._send(line + b"\n")
+                slot = int(words[1])
+                try:
+                    script = base64.b64decode(words[2], validate=True)
+                except ValueError:
+                    with contextlib.suppress(OSError):
+                        conn.sendall(b"error malformed run request\n")
+                    continue
+                self.execs[slot] = conn
+                self._send(guest_run(slot, script))
             elif len(words) == 3 and words[0] == b"kill":
                 self._send(line + b"\n")
             elif words and words[0] == b"open" and self.started and self.code is None:
