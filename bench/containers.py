@@ -65,7 +65,9 @@ def oci_run(argv: list[str], bundle: Path, state: Path) -> Callable[[], list[flo
     return run
 
 
-def podman(work: Path, archive: Path) -> Callable[[], list[float]] | str:
+def podman_cli(work: Path, archive: Path) -> tuple[list[str], dict[str, str]] | str:
+    """podman with its own root in `work` (configured as machine.md says it runs here) and busybox loaded
+    from `archive`: (argv prefix, environment), or why it cannot run."""
     if not shutil.which("podman"):
         return "podman is not installed (make bench installs it)"
     conf = work / "containers.conf"
@@ -76,6 +78,14 @@ def podman(work: Path, archive: Path) -> Callable[[], list[float]] | str:
     load = subprocess.run([*base, "load", "-i", str(archive)], env=env, capture_output=True, text=True)
     if load.returncode:
         return f"podman load failed: {load.stderr.strip().splitlines()[-1:]}"
+    return base, env
+
+
+def podman(work: Path, archive: Path) -> Callable[[], list[float]] | str:
+    cli = podman_cli(work, archive)
+    if isinstance(cli, str):
+        return cli
+    base, env = cli
 
     def run() -> list[float]:
         return timed([*base, "run", "--rm", "--network", "none", "busybox", "true"], env=env)
@@ -174,15 +184,22 @@ def main() -> None:
                 rows.append((name, summary(results[name]), statistics.median(results[name])))
         finally:
             stop_docker()
-        ours = statistics.median(results["intermodal run --rm --network none"])
+        none = statistics.median(results["intermodal run --rm --network none"])
+        bridged = statistics.median(results["intermodal run --rm (default bridge network)"])
         table = Table(title=f"run --rm busybox true (median of {RUNS}, min-max; peers with --network none)")
         table.add_column("command")
         table.add_column("time")
-        table.add_column("intermodal (none) / this")
+        table.add_column("intermodal (none) ÷ this")
+        table.add_column("intermodal (bridge) ÷ this")
         for name, text, median in rows:
-            table.add_row(name, text, f"{ours / median:.2f}x" if median else "")
+            table.add_row(
+                name, text, *((f"{none / median:.2f}x", f"{bridged / median:.2f}x") if median else ("", ""))
+            )
         Console().print(table)
-        detached(im, root)
+        try:
+            detached(im, root)
+        finally:  # the root's bridge and nftables table stay up until this
+            subprocess.run([*im, "system", "reset", "--force"], check=True, env=ENV)
 
 
 def detached(im: list[str], root: Path) -> None:
