@@ -8,8 +8,9 @@ Channels are virtio-serial ports (the host kernel has no vhost-vsock), one host 
   `poweroff`. Guest → host: `ready`, `exit SLOT CODE`.
 - per slot (0 is the container's process, 1.. serve `exec`): `inK`, `outK`, `errK` streams, and `ttyK`, a
   virtconsole port (a real tty in the guest, /dev/hvcN) when the process wants a terminal.
-Only ctl and slot 0's ports exist at boot: each port costs the guest ≈0.1 s to add under TCG, so the
-shim hot-plugs an exec slot's ports the first time the slot is used.
+The agent finds a port's device by its name in sysfs (`$port_NAME`). Only ctl and slot 0's ports exist at
+boot: each port costs the guest ≈0.1 s to add under TCG, so the shim hot-plugs an exec slot's ports the
+first time the slot is used.
 A port buffers nothing once its host side has gone, so after a process exits the agent writes the slot's
 random NONCE to its output ports before reporting the exit: the host forwards a stream until it ends with
 the nonce and only then lets the guest power off, so no output is lost at exit.
@@ -72,12 +73,19 @@ net_setup() {  # $1 address/prefix, $2 gateway or -, $3 MTU: the container's eth
     ip link set eth0 mtu "$3" up && ip addr add "$1" dev eth0 || fail "cannot configure eth0"
     [ "$2" = - ] || ip route add default via "$2" || fail "cannot add the default route"
 }
-link_ports() {  # name the virtio-serial ports that have appeared; fails while one of "$@" is missing
+link_ports() {  # port_NAME=/dev/vportXpY for the virtio-serial ports that have appeared (no process)
     for p in /sys/class/virtio-ports/*; do
-        [ -e "/dev/${p##*/}" ] && read -r name < "$p/name" && [ -n "$name" ] && [ ! -e "/ports/$name" ] &&
-            ln -sf "/dev/${p##*/}" "/ports/$name"
+        read -r name < "$p/name" && case "$name" in
+            "" | *[!a-z0-9]*) ;;
+            *) [ -e "/dev/${p##*/}" ] && eval "port_$name=/dev/${p##*/}" ;;
+        esac
     done 2>/dev/null
-    for name in "$@"; do [ -e "$name" ] || [ -e "/ports/$name" ] || return 1; done
+    for name in "$@"; do  # fails while one of "$@" (port names, or device paths) is missing
+        case "$name" in
+            /*) [ -e "$name" ] || return 1 ;;
+            *) eval "[ -n \"\$port_$name\" ]" || return 1 ;;
+        esac
+    done
 }
 need_ports() {  # ports appear asynchronously (after virtio_console loads, or when hot-plugged)
     n=0
@@ -85,11 +93,15 @@ need_ports() {  # ports appear asynchronously (after virtio_console loads, or wh
         n=$((n+1)); [ $n -gt 1000 ] && { echo "agent: channels $* did not appear" >&2; return 1; }; sleep 0.01
     done
 }
+rlimit() {  # $1 ulimit's letter, $2 soft, $3 hard: soft first when lowering, hard, soft again when raising
+    ulimit -S "-$1" "$2" 2>/dev/null; ulimit -H "-$1" "$3" 2>/dev/null; ulimit -S "-$1" "$2" 2>/dev/null
+}
 run_slot() {  # $1 slot, $2 the host's script, which sets NONCE, TTY, STDIN, SIZE and "$@"
     k=$1
     eval "$2"
     if [ -n "$TTY" ]; then need=$TTY; else need="out$k err$k ${STDIN#/ports/}"; fi
     need_ports $need || { echo "exit $k 125" >&3; return; }
+    case "$STDIN" in /ports/*) eval "STDIN=\$port_${STDIN#/ports/}" ;; esac
     if [ -n "$TTY" ]; then
         # the container's terminal is its /dev/console, as runc arranges it (runtime-spec config.md#process)
         [ "$k" = 0 ] && touch /newroot/dev/console && mount --bind "$TTY" /newroot/dev/console
@@ -97,7 +109,7 @@ run_slot() {  # $1 slot, $2 the host's script, which sets NONCE, TTY, STDIN, SIZ
         stty -F "$TTY" sane $SIZE 2>/dev/null
         setsid -c "$@" <&4 >&4 2>&4 4>&- 3>&- &
     else
-        exec 4>"/ports/out$k" 5>"/ports/err$k"
+        eval "exec 4>\"\$port_out$k\" 5>\"\$port_err$k\""
         "$@" <"$STDIN" >&4 2>&5 4>&- 5>&- 3>&- &
     fi
     echo $! > "/run/$k.pid"
@@ -113,12 +125,14 @@ run_slot() {  # $1 slot, $2 the host's script, which sets NONCE, TTY, STDIN, SIZ
 . /config.sh
 need_ports ctl || fail "no channel to the host"
 configure
-ip link set lo up
-exec 3<>/ports/ctl
+ip link set lo up &  # while the host answers `ready`
+lo=$!
+exec 3<>"$port_ctl"
 echo ready >&3
 while read -r op slot arg <&3; do
     case "$op" in
         run)  # followed by the script's $arg lines
+            [ -z "$lo" ] || { wait "$lo"; lo=; }
             script=
             while [ "$arg" -gt 0 ] && IFS= read -r line <&3; do script="$script$line$NL"; arg=$((arg-1)); done
             run_slot "$slot" "$script" & ;;
@@ -158,14 +172,8 @@ def process_script(
     for limit in process.get("rlimits") or []:
         flag = _ULIMIT_FLAGS.get(limit.get("type", ""))
         if flag:
-            soft, hard = _ulimit_value(limit["soft"]), _ulimit_value(limit["hard"])
-            # soft first when lowering, hard, then soft again when raising; the guest's root may do both
-            lines.append(
-                " ".join(
-                    f"ulimit -{w} -{flag} {v} 2>/dev/null;"
-                    for w, v in (("S", soft), ("H", hard), ("S", soft))
-                )
-            )
+            # the guest's root may both lower and raise limits (the agent's rlimit)
+            lines.append(f"rlimit {flag} {_ulimit_value(limit['soft'])} {_ulimit_value(limit['hard'])}")
     lines.append("set -- " + " ".join(shlex.quote(a) for a in argv))
     return "\n".join(lines) + "\n"
 
