@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -94,6 +95,18 @@ def test_restart_policy_on_failure_counts(engine: Engine) -> None:
     assert wait_for(lambda: engine("logs", "flaky").stdout.count("run") == 3, timeout=20)
     assert wait_for(lambda: engine("ps", "-a", "--format", "{{.State}}").stdout.strip() == "exited")
     assert engine("wait", "flaky").stdout.strip() == "1"
+
+
+def test_restart_policy_applies_after_a_foreground_run(engine: Engine) -> None:
+    """As with Docker: the foreground run returns the first exit code, and the policy restarts it detached."""
+    first = engine(
+        "run", "--name", "fg", "--restart", "on-failure:1", "busybox", "sh", "-c", "echo run; exit 3", check=False
+    )
+    assert first.returncode == 3 and first.stdout.strip() == "run"
+    assert wait_for(lambda: engine("logs", "fg").stdout.count("run") == 2, timeout=20)
+    assert wait_for(lambda: engine("ps", "-a", "--format", "{{.State}}").stdout.strip() == "exited")
+    inspected = json.loads(engine("inspect", "fg").stdout)[0]
+    assert inspected["RestartCount"] == 1 and inspected["State"]["ExitCode"] == 3
 
 
 def test_pause_and_unpause(engine: Engine) -> None:

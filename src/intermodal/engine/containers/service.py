@@ -252,7 +252,7 @@ class ContainerService:
         except BaseException as e:
             self._abort_start(record, runtime, paths, e, locked=False)
             raise
-        self.finalize(record.id, code, allow_restart=False)
+        self.finalize(record.id, code, allow_restart=True)  # a restart goes on detached, as Docker's does
         return code
 
     def _mark_running(self, record: ContainerRecord, pid: int) -> None:
