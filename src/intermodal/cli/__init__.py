@@ -51,6 +51,7 @@ _COMMANDS = {
     "cp": "container_tools:cp_cmd",
     "diff": "container_tools:diff_cmd",
     "commit": "container_tools:commit_cmd",
+    "export": "container_tools:export_cmd",
     "volume": "volumes:volume_group",
     "build": "build:build_cmd",
     "builder": "build:builder_group",

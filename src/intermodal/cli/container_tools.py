@@ -9,7 +9,14 @@ from typing import Any
 import click
 
 from intermodal.cli.containers import service
-from intermodal.cli.output import binary_size, human_size, print_formatted, print_table, render_template
+from intermodal.cli.output import (
+    binary_size,
+    human_size,
+    print_formatted,
+    print_table,
+    render_template,
+    write_archive,
+)
 from intermodal.engine.containers.record import ContainerRecord
 from intermodal.errors import NotFound
 
@@ -156,6 +163,19 @@ def cp_cmd(ctx: click.Context, source: str, dest: str, archive: bool, follow_lin
     from intermodal.engine.containers.copy import copy
 
     copy(service(ctx), source, dest, follow=follow_link, archive=archive)
+
+
+@click.command("export")
+@click.option("-o", "--output", help="Write to a file, instead of STDOUT.")
+@click.argument("container")
+@click.pass_context
+def export_cmd(ctx: click.Context, container: str, output: str | None) -> None:
+    """Export a container's filesystem as a tar archive (its own files: not volumes or bind mounts)."""
+    from intermodal.engine.containers.copy import export
+
+    svc = service(ctx)
+    record = svc.get(container)
+    write_archive(output, lambda out: export(svc, record, out))
 
 
 @click.command("diff")

@@ -18,7 +18,16 @@ from intermodal.errors import IntermodalError, InvalidArgument
 if TYPE_CHECKING:
     from intermodal.engine.containers.options import RunOptions
 
-_TOOLS = ("exec", "inspect", "top", "stats", "cp", "diff", "commit")  # in container_tools, loaded on use
+_TOOLS = (
+    "exec",
+    "inspect",
+    "top",
+    "stats",
+    "cp",
+    "diff",
+    "commit",
+    "export",
+)  # in container_tools, loaded on use
 
 
 def service(ctx: click.Context) -> ContainerService:

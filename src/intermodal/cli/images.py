@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from intermodal.cli.build import build_cmd as _build_cmd
-from intermodal.cli.output import for_each, human_size, print_formatted, print_table, time_ago
+from intermodal.cli.output import for_each, human_size, print_formatted, print_table, time_ago, write_archive
 from intermodal.cli.registry import pull_cmd, push_cmd
 from intermodal.engine.images import ImageService
 from intermodal.errors import IntermodalError, InvalidArgument
@@ -279,28 +279,7 @@ def save_cmd(ctx: click.Context, images: tuple[str, ...], output: str | None, fm
             raise InvalidArgument("--format oci-dir needs -o DIRECTORY")
         service.save(list(images), Path(output), format=kind)
         return
-    if output:
-        _save_to_file(service, list(images), Path(output), kind)
-        return
-    if sys.stdout.isatty():
-        raise InvalidArgument("cowardly refusing to save to a terminal: use the -o flag or redirect")
-    service.save(list(images), sys.stdout.buffer, format=kind)
-
-
-def _save_to_file(service: ImageService, images: list[str], path: Path, kind: str) -> None:
-    """Write next to the target and rename, so a failed save never leaves a truncated archive behind."""
-    import os
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(dir=path.absolute().parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            service.save(images, f, format=kind)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_archive(output, lambda out: service.save(list(images), out, format=kind))
 
 
 @click.command("load")

@@ -10,7 +10,7 @@ import json
 import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, BinaryIO
 
 import click
 
@@ -183,3 +183,28 @@ def for_each(specs: tuple[str, ...], action: Callable[[str], object], echo: bool
             failure = e
     if failure:
         sys.exit(failure.exit_code)
+
+
+def write_archive(output: str | None, produce: Callable[[BinaryIO], None]) -> None:
+    """A tar stream to the file `output` (written next to it and renamed, so a failure never leaves a
+    truncated archive behind) or to stdout, which Docker refuses when it is a terminal."""
+    if not output:
+        if sys.stdout.isatty():
+            raise InvalidArgument("cowardly refusing to save to a terminal: use the -o flag or redirect")
+        produce(sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return
+    import os
+    import tempfile
+    from pathlib import Path
+
+    path = Path(output)
+    fd, tmp = tempfile.mkstemp(dir=path.absolute().parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            produce(f)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

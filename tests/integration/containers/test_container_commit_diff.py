@@ -4,6 +4,8 @@ config, `--change`, history, author), including commits of a running container (
 from __future__ import annotations
 
 import json
+import tarfile
+from pathlib import Path
 
 from engine_cli import Engine
 
@@ -83,3 +85,20 @@ def test_commit_a_running_container_pauses_it_and_resumes(engine: Engine) -> Non
     assert engine("run", "--rm", "live:snap", "cat", "/state").stdout == "live\n"
     bad = engine("commit", "-c", "FROM busybox", "live", check=False)
     assert bad.returncode == 125 and "FROM" in bad.stderr
+
+
+def test_export_then_import_round_trips_the_file_system(engine: Engine, tmp_path: Path) -> None:
+    engine(
+        "run", "--name", "e", "busybox", "sh", "-c", "echo data > /made; chown 1234:5678 /made; rm /bin/vi"
+    )
+    archive = tmp_path / "e.tar"
+    engine("export", "-o", str(archive), "e")
+    with tarfile.open(archive) as tf:
+        made = tf.getmember("made")
+        names = set(tf.getnames())
+    assert (made.uid, made.gid) == (1234, 5678), "owners are kept"
+    assert "bin/sh" in names and "bin/vi" not in names, "the image's files with the container's changes"
+    engine("import", str(archive), "exported:1")
+    assert engine("run", "--rm", "exported:1", "cat", "/made").stdout == "data\n"
+    refused = engine("export", "no-such", check=False)
+    assert refused.returncode == 125 and "no such container" in refused.stderr

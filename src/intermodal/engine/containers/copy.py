@@ -100,6 +100,17 @@ def copy_out(svc: ContainerService, src: Location, dest: str, *, follow: bool, a
             os.close(fd)
 
 
+def export(svc: ContainerService, record: ContainerRecord, out: BinaryIO) -> None:
+    """`docker export`: the container's merged file system (image layers and its changes) as one tar,
+    owners kept; the host's view of the overlay, so volumes and bind mounts are not in it."""
+    with mounted_rootfs(svc, record) as rootfs:
+        fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            write_tar(out, fd, "")
+        finally:
+            os.close(fd)
+
+
 def _open_source(rootfs: str, src: Location, follow: bool) -> int:
     """O_PATH fd of the source inside the rootfs; its last component is followed only with -L (Docker's
     default copies a symlink as a symlink), and then only inside the rootfs."""
