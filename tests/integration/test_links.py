@@ -47,7 +47,8 @@ def test_bridge_and_veth_pair_are_made_and_removed(tmp_path: Path) -> None:
         assert [a["local"] for a in eth0["addr_info"] if a["family"] == "inet"] == ["10.77.0.2"]
         assert ip_json(box, "route", "show", "default")[0]["gateway"] == "10.77.0.1"
         ping = subprocess.run(
-            ["nsenter", f"--net={box}", "busybox", "ping", "-c", "1", "-W", "2", "10.77.0.1"], capture_output=True
+            ["nsenter", f"--net={box}", "busybox", "ping", "-c", "1", "-W", "2", "10.77.0.1"],
+            capture_output=True,
         )
         assert ping.returncode == 0, "the container side reaches the bridge's address"
         netns.run_in(host, lambda: links.delete("vimt"))

@@ -99,9 +99,8 @@ def test_restart_policy_on_failure_counts(engine: Engine) -> None:
 
 def test_restart_policy_applies_after_a_foreground_run(engine: Engine) -> None:
     """As with Docker: the foreground run returns the first exit code, and the policy restarts it detached."""
-    first = engine(
-        "run", "--name", "fg", "--restart", "on-failure:1", "busybox", "sh", "-c", "echo run; exit 3", check=False
-    )
+    policy = ["--restart", "on-failure:1"]
+    first = engine("run", "--name", "fg", *policy, "busybox", "sh", "-c", "echo run; exit 3", check=False)
     assert first.returncode == 3 and first.stdout.strip() == "run"
     assert wait_for(lambda: engine("logs", "fg").stdout.count("run") == 2, timeout=20)
     assert wait_for(lambda: engine("ps", "-a", "--format", "{{.State}}").stdout.strip() == "exited")
