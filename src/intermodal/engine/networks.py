@@ -89,6 +89,7 @@ class Attachment:
     addresses: list[str] = field(default_factory=list)
     nameservers: list[str] = field(default_factory=list)  # [] = the host's resolvers
     gateway: str = ""  # for --add-host NAME:host-gateway
+    etc_from: str = ""  # `container:X`: X's directory, whose hosts, hostname and resolv.conf it shares
 
 
 def _now() -> str:
@@ -360,7 +361,8 @@ class NetworkService:
             return self._join(tmode.partition(":")[2])
         path = self.netns_path(target.id)
         ns = str(path) if path.exists() else f"/proc/{target.state['Pid']}/ns/net"
-        return Attachment(ns, addresses=[lease["address"] for _, lease in self._leases_of(target.id)])
+        addresses = [lease["address"] for _, lease in self._leases_of(target.id)]
+        return Attachment(ns, addresses=addresses, etc_from=str(self.containers.dir(target.id)))
 
     def _bindings(self, record: ContainerRecord) -> dict[str, list[dict[str, str]]]:
         bindings = {k: list(v) for k, v in (record.host_config.get("PortBindings") or {}).items()}

@@ -336,12 +336,34 @@ def test_none_host_and_container_modes(net: Net) -> None:
     assert [line.split(": ")[1] for line in none.splitlines()] == ["lo"]
     host = net("run", "--rm", "--network", "host", "busybox", "ip", "-o", "link").stdout
     assert len(host.splitlines()) == len(links())
-    net("run", "-d", "--name", "owner", "busybox", "sleep", "60")
+    net(
+        "run",
+        "-d",
+        "--name",
+        "owner",
+        "--hostname",
+        "ownerhost",
+        "--add-host",
+        "db:10.1.2.3",
+        "busybox",
+        "sleep",
+        "60",
+    )
     ip = net.address("owner")
     joined = net("run", "--rm", "--network", "container:owner", "busybox", "ip", "-o", "-4", "addr").stdout
     assert ip in joined
-    bad = net("run", "--rm", "--network", "container:owner", "-p", "80", "busybox", "true", check=False)
-    assert bad.returncode == 125 and "conflicting options" in bad.stderr
+    # Docker shares the joined container's host name, /etc/hosts and resolv.conf
+    seen = net(
+        "run", "--rm", "--network", "container:owner", "busybox", "sh", "-c", "hostname; cat /etc/hosts"
+    )
+    assert (
+        seen.stdout.startswith("ownerhost\n")
+        and "10.1.2.3\tdb" in seen.stdout
+        and f"{ip}\townerhost" in seen.stdout
+    )
+    for flags in (["-p", "80"], ["--hostname", "other"]):
+        bad = net("run", "--rm", "--network", "container:owner", *flags, "busybox", "true", check=False)
+        assert bad.returncode == 125 and "conflicting options" in bad.stderr
 
 
 def test_dns_add_host_mac_and_ip(net: Net) -> None:

@@ -134,7 +134,12 @@ def _copy_image_content(rootfs: Path, destination: str, volume_dir: Path) -> Non
 
 def write_etc_files(record: ContainerRecord, paths: Paths, network: Attachment | None = None) -> None:
     """hostname, hosts (the container's addresses, --add-host) and resolv.conf (--dns, else the network's
-    resolver on user networks, else the host's). `--network host` starts from the host's files."""
+    resolver on user networks, else the host's). `--network host` starts from the host's files;
+    `--network container:X` gets X's three files, as Docker shares them."""
+    if network is not None and network.etc_from:
+        for target in (paths.hosts, paths.hostname, paths.resolv):
+            atomic_write_bytes(target, (Path(network.etc_from) / target.name).read_bytes(), durable=False)
+        return
     hostname = record.config["Hostname"]
     hc = record.host_config
     atomic_write_bytes(paths.hostname, f"{hostname}\n".encode(), durable=False)

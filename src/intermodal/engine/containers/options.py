@@ -254,8 +254,8 @@ def network_config(opts: RunOptions) -> dict[str, Any]:
         raise InvalidArgument(
             f"--network-alias, --ip and --mac-address need a bridge network, not the network mode {mode}"
         )
-    if mode.startswith("container:") and (opts.dns or opts.add_hosts):
-        raise InvalidArgument(f"conflicting options: --dns/--add-host and the network mode {mode}")
+    if mode.startswith("container:") and (opts.dns or opts.add_hosts or opts.hostname):
+        raise InvalidArgument(f"conflicting options: --dns/--add-host/--hostname and the network mode {mode}")
     if opts.ip and not isinstance(_ip_or_none(opts.ip), ipaddress.IPv4Address):
         raise InvalidArgument(f"invalid --ip {opts.ip!r}: give an IPv4 address such as 10.90.0.10")
     mac = opts.mac_address.lower()

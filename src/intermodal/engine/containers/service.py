@@ -149,6 +149,8 @@ class ContainerService:
             opts.isolation = (read_json(self.root / "config.json", {}) or {}).get("isolation", "")
         hc = run_options.host_config(opts)
         self.networks.check(hc)
+        if hc["NetworkMode"].startswith("container:"):  # Docker: the joined container's host name too
+            config["Hostname"] = self.store.resolve(hc["NetworkMode"].partition(":")[2]).config["Hostname"]
         for v in hc["Binds"]:
             request = volume_specs.parse_volume_flag(v)
             if request.type == "bind" and not os.path.exists(request.source):
