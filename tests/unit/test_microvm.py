@@ -122,13 +122,15 @@ def test_guest_config_maps_mounts_to_shares_tmpfs_and_copied_files(tmp_path: Pat
     config, files = bundle.guest_config(spec, plan)
     assert plan.shares == [bundle.Share("vol0", str(volume), True)]
     body = [line.strip() for line in config.splitlines()[1:-1]]
-    assert body == ["root_virtiofs rootfs rw", "mounts /files/fstab0 /proc/ /sys/ /dev/ /data/ /tmp/ /etc/hosts",
+    assert body == ["mounts /files/fstab0 /proc/ /sys/ /dev/ /data/ /tmp/ /etc/hosts",
                     "set_hostname box"]  # fmt: skip
     fstab = dict((name, data) for name, data, _ in files)["fstab0"].decode().splitlines()
-    assert fstab[:3] == ["proc /newroot/proc proc defaults 0 0", "sysfs /newroot/sys sysfs ro,nosuid,nodev,noexec 0 0",
+    assert fstab[:7] == ["proc /proc proc defaults 0 0", "sysfs /sys sysfs defaults 0 0",
+                         "devtmpfs /dev devtmpfs defaults 0 0", "rootfs /newroot virtiofs rw 0 0",
+                         "proc /newroot/proc proc defaults 0 0", "sysfs /newroot/sys sysfs ro,nosuid,nodev,noexec 0 0",
                          "/dev.oci /newroot/dev none bind 0 0"]  # fmt: skip
-    assert fstab[6:] == ["vol0 /newroot/data virtiofs ro 0 0", "tmpfs /newroot/tmp tmpfs nosuid,size=1m 0 0",
-                         "/files/f0 /newroot/etc/hosts none bind 0 0"]  # fmt: skip
+    assert fstab[10:] == ["vol0 /newroot/data virtiofs ro 0 0", "tmpfs /newroot/tmp tmpfs nosuid,size=1m 0 0",
+                          "/files/f0 /newroot/etc/hosts none bind 0 0"]  # fmt: skip
     plan.nic = {"mac": "02:42:0a:00:00:02", "address": "10.0.0.2/24", "gateway": "10.0.0.1", "mtu": 1500}
     assert (
         bundle.guest_config(spec, plan)[0].splitlines()[-2].strip() == "net_setup 10.0.0.2/24 10.0.0.1 1500"
@@ -158,12 +160,61 @@ def test_guest_config_nested_mounts_get_their_own_fstab_and_ro_binds_a_remount(t
                        memory_mib=256, cpus=1)  # fmt: skip
     config, files = bundle.guest_config(spec, plan)
     body = [line.strip() for line in config.splitlines()[1:-1]]
-    assert body == ["root_virtiofs rootfs ro", "mounts /files/fstab0 /proc/ /sys/ /dev/ '/a b/'",
+    assert body == ["mounts /files/fstab0 /proc/ /sys/ /dev/ '/a b/'",
                     "mounts /files/fstab1 '/a b/c/' /dev/f", "remount_ro /dev/f"]  # fmt: skip
     tables = {name: data.decode() for name, data, _ in files if name.startswith("fstab")}
+    assert tables["fstab0"].splitlines()[3] == "rootfs /newroot virtiofs ro 0 0"
     assert tables["fstab0"].splitlines()[-1] == "tmpfs /newroot/a\\040b tmpfs defaults 0 0"
     assert tables["fstab1"].splitlines() == ["vol0 /newroot/a\\040b/c virtiofs rw 0 0",
                                              "/files/f0 /newroot/dev/f none bind 0 0"]  # fmt: skip
+
+
+def test_guest_config_makes_mount_points_in_the_rootfs_with_its_symlinks_resolved_there(
+    tmp_path: Path,
+) -> None:
+    """The guest would resolve an absolute symlink against its initramfs: the host resolves it inside the
+    rootfs and makes what is missing; a point inside an earlier mount (here a tmpfs) is left to the guest."""
+    root = tmp_path / "rootfs"
+    (root / "etc").mkdir(parents=True)
+    (root / "proc").mkdir()
+    (root / "etc" / "resolv.conf").symlink_to("/run/resolv.conf")
+    (root / "etc" / "hostname").symlink_to("../../../../host-file")  # '..' stops at the rootfs
+    (root / "vol").symlink_to("/srv/data")
+    (tmp_path / "f").write_text("x")
+    (tmp_path / "v").mkdir()
+    bind = {"type": "bind", "source": str(tmp_path / "f"), "options": ["rbind"]}
+    spec = {
+        "mounts": [
+            {"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": []},
+            {"destination": "/etc/resolv.conf", **bind},
+            {"destination": "/etc/hostname", **bind},
+            {"destination": "/vol", "type": "bind", "source": str(tmp_path / "v"), "options": ["rbind"]},
+        ]
+    }
+    plan = bundle.Plan(id="c", bundle="b", rootfs=str(root), rootfs_transport="virtiofs", root_readonly=False,
+                       memory_mib=256, cpus=1)  # fmt: skip
+    config, files = bundle.guest_config(spec, plan, host_mount_points=True)
+    body = [line.strip() for line in config.splitlines()[1:-1]]
+    assert body == ["mounts /files/fstab0", "mounts /files/fstab1 /run/resolv.conf"]
+    assert sorted(p.name for p in root.iterdir()) == [
+        "dev",
+        "etc",
+        "host-file",
+        "proc",
+        "run",
+        "srv",
+        "sys",
+        "vol",
+    ]
+    assert (
+        (root / "host-file").is_file()
+        and (root / "srv" / "data").is_dir()
+        and not list((root / "run").iterdir())
+    )
+    tables = {name: data.decode().splitlines() for name, data, _ in files if name.startswith("fstab")}
+    assert tables["fstab0"][-1] == "tmpfs /newroot/run tmpfs defaults 0 0"
+    assert tables["fstab1"] == ["/files/f0 /newroot/run/resolv.conf none bind 0 0",
+                                "/files/f1 /newroot/host-file none bind 0 0", "vol0 /newroot/srv/data virtiofs rw 0 0"]  # fmt: skip
 
 
 def test_resources_become_guest_ram_and_vcpus() -> None:

@@ -25,7 +25,8 @@ from typing import Any
 
 SLOTS = 4  # the container's process and three concurrent `exec`s
 NEWROOT = "/newroot"
-# The agent's own mounts, in the initramfs as /etc/fstab: one `mount -a` instead of three processes.
+# The agent's own mounts: the first lines of its first fstab table (bundle.py), or of /etc/fstab in the
+# initramfs when the rootfs is a disk, which needs /dev first.
 FSTAB = "proc /proc proc defaults 0 0\nsysfs /sys sysfs defaults 0 0\ndevtmpfs /dev devtmpfs defaults 0 0\n"
 
 # Applets the agent calls, linked to /bin/busybox in the initramfs.
@@ -37,9 +38,7 @@ APPLETS = (
 INIT = r"""#!/bin/sh
 # intermodal guest agent, PID 1 (protocol: intermodal/isolation/microvm/agent.py)
 export PATH=/bin
-mount -a  # /proc, /sys, /dev from /etc/fstab (initramfs.py), in one process
-read -r cmdline < /proc/cmdline
-case "$cmdline" in *intermodal.debug*) set -x ;; esac
+[ "$1" = debug ] && set -x  # qemu.py: INTERMODAL_VM_DEBUG
 for m in /lib/modules/*.ko; do insmod "$m" || echo "agent: cannot load $m" >&2; done
 
 fail() { echo "agent: $*" >&2; poweroff -f; }
@@ -48,9 +47,9 @@ root_ext4() { wait_for "$1"; mount -t ext4 -o "$2" "$1" /newroot || fail "cannot
 root_virtiofs() { mount -t virtiofs -o "$2" "$1" /newroot || fail "cannot mount the rootfs"; }
 NL='
 '
-mounts() {  # $1: an fstab (bundle.py), then its mount points: DIR/ for a directory, else a file to bind
-    # Create what is missing (one mkdir, one touch), then one `mount -a` for the whole table, in its order:
-    # a process each costs ≈10 ms under TCG.
+mounts() {  # $1: an fstab table (bundle.py); then the mount points to make in the guest, which are inside
+    # an earlier mount (DIR/ for a directory, else a file to bind): one mkdir and one touch for what is
+    # missing, then one `mount -a` for the whole table, in its order (a process costs ≈10 ms under TCG)
     tab=$1; shift; dirs= files=
     for p in "$@"; do
         case "$p" in
@@ -123,8 +122,8 @@ run_slot() {  # $1 slot, $2 the host's script, which sets NONCE, TTY, STDIN, SIZ
 }
 
 . /config.sh
+configure  # mounts /proc, /sys and /dev too (bundle.py): the ports appear meanwhile
 need_ports ctl || fail "no channel to the host"
-configure
 ip link set lo up &  # while the host answers `ready`
 lo=$!
 exec 3<>"$port_ctl"

@@ -10,18 +10,22 @@ replaces them."""
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import shlex
 import shutil
+import stat
 import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from intermodal.errors import IntermodalError, InvalidArgument
-from intermodal.isolation.microvm import qemu
+from intermodal.isolation.microvm import agent, qemu
+from intermodal.isolation.microvm.agent import NEWROOT
+from intermodal.runtime.rootfs import open_in_root
 
 # How the rootfs reaches the guest: "virtiofs" (the overlay directory itself, so changes land in the
 # container's upper dir as with any runtime) or "ext4" (an image made with mkfs.ext4 -d, changes discarded).
@@ -104,51 +108,99 @@ def rootfs_path(spec: dict[str, Any], bundle: Path) -> Path:
 # devices only, bound from /dev.oci in the initramfs (initramfs.py), so no mknod at boot. Only /proc, /sys
 # and /dev may need creating in the rootfs; /dev's subdirectories are in /dev.oci.
 _STD_FSTAB = (
-    ("proc", "/proc", "proc", "defaults"),
-    ("sysfs", "/sys", "sysfs", "ro,nosuid,nodev,noexec"),
-    ("/dev.oci", "/dev", "none", "bind"),
-    ("devpts", "/dev/pts", "devpts", "newinstance,ptmxmode=0666,mode=620"),
-    ("shm", "/dev/shm", "tmpfs", "nosuid,nodev,noexec,size=65536k"),
-    ("mqueue", "/dev/mqueue", "mqueue", "nofail"),  # not every kernel has POSIX message queues
+    ("proc", "/proc", "proc", "defaults", "dir"),
+    ("sysfs", "/sys", "sysfs", "ro,nosuid,nodev,noexec", "dir"),
+    ("/dev.oci", "/dev", "none", "bind", "dir"),
+    ("devpts", "/dev/pts", "devpts", "newinstance,ptmxmode=0666,mode=620", ""),
+    ("shm", "/dev/shm", "tmpfs", "nosuid,nodev,noexec,size=65536k", ""),
+    ("mqueue", "/dev/mqueue", "mqueue", "nofail", ""),  # not every kernel has POSIX message queues
 )
+_MAX_SYMLINKS = 40
 
 
-def _fstab_field(text: str) -> str:
-    """getmntent(3)'s escapes for whitespace and backslashes in an fstab field."""
-    return "".join({" ": "\\040", "\t": "\\011", "\n": "\\012", "\\": "\\134"}.get(c, c) for c in text)
+def _fstab_line(source: str, target: str, fstype: str, options: str) -> str:
+    """An fstab line, with getmntent(3)'s escapes for whitespace and backslashes."""
+    esc = {" ": "\\040", "\t": "\\011", "\n": "\\012", "\\": "\\134"}
+    source, target = ("".join(esc.get(c, c) for c in f) for f in (source, target))
+    return f"{source} {target} {fstype} {options or 'defaults'} 0 0"
 
 
 def _under(path: str, parent: str) -> bool:
     return path == parent or path.startswith(parent.rstrip("/") + "/")
 
 
+def resolve_in_root(root: str, path: str) -> str:
+    """`path` as seen inside `root`: symlinks among its existing components resolved there (absolute ones
+    restart at `root`), '..' stopped at `root`. The guest gets mount points without symlinks, since it
+    would resolve them against its initramfs."""
+    done: list[str] = []
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    links, missing = 0, False
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        if not missing:
+            try:
+                st = os.lstat(os.path.join(root, *done, part))
+            except (FileNotFoundError, NotADirectoryError):
+                missing = True
+            else:
+                if stat.S_ISLNK(st.st_mode):
+                    links += 1
+                    if links > _MAX_SYMLINKS:
+                        raise OSError(errno.ELOOP, f"too many symlinks resolving {path} in the rootfs")
+                    target = os.readlink(os.path.join(root, *done, part))
+                    if target.startswith("/"):
+                        done = []
+                    parts[:0] = [p for p in target.split("/") if p not in ("", ".")]
+                    continue
+        done.append(part)
+    return "/" + "/".join(done)
+
+
 class _Mounts:
     """The container's mounts as fstab files for the agent's `mounts` (one `mount -a` each, in spec order).
-    A table's mount points are created before it is mounted, so a mount point under an earlier mount of the
-    same table starts a new table (it has to be made inside that mount)."""
 
-    def __init__(self) -> None:
+    With `root`, mount points are made on the host, inside the rootfs (the way runc makes them, and with
+    their symlinks resolved there), so the guest creates nothing; only a mount point inside an earlier mount
+    (a tmpfs, a volume, /dev) must be made by the guest once that is mounted: it is listed for the agent,
+    in a new table if the earlier mount is in the current one."""
+
+    def __init__(self, root: str | None, head: list[str]) -> None:
+        self.root = root
         self.steps: list[str] = []
         self.files: list[tuple[str, bytes, int]] = []
-        self._lines: list[str] = []
+        self._lines = list(head)
         self._points: list[str] = []  # DIR/ or FILE, for the agent to create when missing
-        self._dests: list[str] = []
+        self._dests: list[str] = []  # this table's
+        self._mounted: list[str] = []  # all tables'
         self._read_only: list[str] = []
 
     def add(
-        self, source: str, dest: str, fstype: str, options: str, *, point: str = "", ro_bind: bool = False
+        self, source: str, dest: str, fstype: str, options: str, create: str = "", ro_bind: bool = False
     ) -> None:
-        """`point`: the mount point to create (`dest/` for a directory, `dest` for a file to bind)."""
-        if point and any(_under(point.rstrip("/") or "/", d) for d in self._dests):
-            self.flush()
-        self._lines.append(
-            f"{_fstab_field(source)} {_fstab_field('/newroot' + dest)} {fstype} {options or 'defaults'} 0 0"
-        )
-        if point:
-            self._points.append(point)
-        self._dests.append(dest)
+        """`create`: "dir" or "file", the mount point to make when missing."""
+        target = dest
+        if create and self.root is not None:
+            target = resolve_in_root(self.root, dest)
+            if not any(_under(target, d) for d in self._mounted):
+                try:
+                    os.close(open_in_root(self.root, target, create=create))
+                except OSError as e:
+                    raise IntermodalError(f"cannot make the mount point {dest} in the rootfs: {e}") from None
+                create = ""
+        if create:
+            if any(_under(target, d) for d in self._dests):
+                self.flush()
+            self._points.append(f"{target}/" if create == "dir" else target)
+        self._lines.append(_fstab_line(source, "/newroot" + target, fstype, options))
+        self._dests.append(target)
+        self._mounted.append(target)
         if ro_bind:
-            self._read_only.append(dest)  # mount(8) binds read-write whatever the options: remount
+            self._read_only.append(target)  # mount(8) binds read-write whatever the options: remount
 
     def flush(self) -> None:
         if not self._lines:
@@ -160,21 +212,24 @@ class _Mounts:
         self._lines, self._points, self._dests, self._read_only = [], [], [], []
 
 
-def guest_config(spec: dict[str, Any], plan: Plan) -> tuple[str, list[tuple[str, bytes, int]]]:
-    """config.sh for the agent (the rootfs, then fstab files of the other mounts in the spec's order) and
-    the files to put in the initramfs (fstabs and single-file binds); fills `plan.shares`."""
+def guest_config(
+    spec: dict[str, Any], plan: Plan, *, host_mount_points: bool = False
+) -> tuple[str, list[tuple[str, bytes, int]]]:
+    """config.sh for the agent (fstab tables of all its mounts: its own /proc, /sys and /dev, the rootfs, then
+    the container's in the spec's order) and the files to put in the initramfs (the tables and single-file
+    binds); fills `plan.shares`. `host_mount_points`: make the mount points in `plan.rootfs` now."""
     q = shlex.quote
     ro = "ro" if plan.root_readonly else "rw"
-    steps = [f"root_ext4 /dev/vda {ro}" if plan.rootfs_transport == "ext4" else f"root_virtiofs rootfs {ro}"]
-    mounts = _Mounts()
-    for std_source, std_dest, std_type, std_options in _STD_FSTAB:
-        mounts.add(
-            std_source,
-            std_dest,
-            std_type,
-            std_options,
-            point=f"{std_dest}/" if std_dest.count("/") == 1 else "",
-        )
+    if plan.rootfs_transport == "ext4":  # the disk appears after the agent's /dev: mount it on its own
+        steps, head = ["mounts /etc/fstab", f"root_ext4 /dev/vda {ro}"], []
+    else:  # everything in one `mount -a`
+        steps = []
+        head = [line for line in agent.FSTAB.splitlines() if line] + [
+            _fstab_line("rootfs", NEWROOT, "virtiofs", ro)
+        ]
+    mounts = _Mounts(plan.rootfs if host_mount_points else None, head)
+    for std_source, std_dest, std_type, std_options, std_create in _STD_FSTAB:
+        mounts.add(std_source, std_dest, std_type, std_options, std_create)
     binds: list[tuple[str, bytes, int]] = []
     for m in spec.get("mounts") or []:
         dest = os.path.normpath(m.get("destination") or "")
@@ -184,19 +239,19 @@ def guest_config(spec: dict[str, Any], plan: Plan) -> tuple[str, list[tuple[str,
             continue
         if m.get("type") == "tmpfs":
             kept = [o for o in options if o in _TMPFS_FLAGS or o.startswith(_TMPFS_OPTIONS)]
-            mounts.add("tmpfs", dest, "tmpfs", ",".join(kept), point=f"{dest}/")
+            mounts.add("tmpfs", dest, "tmpfs", ",".join(kept), "dir")
         elif is_bind:
             source = m.get("source") or ""
             readonly = "ro" in options
             if os.path.isdir(source):
                 tag = f"vol{len(plan.shares)}"
                 plan.shares.append(Share(tag, os.path.realpath(source), readonly))
-                mounts.add(tag, dest, "virtiofs", "ro" if readonly else "rw", point=f"{dest}/")
+                mounts.add(tag, dest, "virtiofs", "ro" if readonly else "rw", "dir")
             elif os.path.isfile(source):
                 name = f"f{len(binds)}"
                 st = os.stat(source)
                 binds.append((name, Path(source).read_bytes(), st.st_mode & 0o777))
-                mounts.add(f"/files/{name}", dest, "none", "bind", point=dest, ro_bind=readonly)
+                mounts.add(f"/files/{name}", dest, "none", "bind", "file", ro_bind=readonly)
             else:
                 raise InvalidArgument(f"mount source {source} for {dest} does not exist or is not a file")
     mounts.flush()

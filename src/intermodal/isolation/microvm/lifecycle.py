@@ -133,7 +133,7 @@ def create(root: Path, cid: str, bundle: Path, pid_file: str | None, console_soc
         nic = network.prepare(plan.netns) if plan.netns else None
         plan.nic = nic.as_dict() if nic else None
         plan.accel = probe.resolve(annotations.get(ANNOTATION_ACCEL) or "auto", assets, guest.vmlinux, base)
-        config, files = vmbundle.guest_config(spec, plan)
+        config, files = vmbundle.guest_config(spec, plan, host_mount_points=True)
         plan.initrd = str(initramfs.vm_image(base, config, files, state_dir / "initrd.cpio"))
         if plan.rootfs_transport == "ext4":
             plan.rootfs_image = str(state_dir / "rootfs.ext4")

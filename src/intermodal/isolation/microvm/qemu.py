@@ -84,8 +84,9 @@ class Machine:
             khz = host_tsc_khz()
             if khz:
                 cmdline.append(f"tsc_early_khz={khz}")
-        if self.init_args:
-            cmdline += ["--", *self.init_args]
+        init_args = (*self.init_args, *(("debug",) if self.debug else ()))
+        if init_args:
+            cmdline += ["--", *init_args]
         argv = [
             binary(), "-M", "microvm,x-option-roms=off", "-nodefaults", "-no-user-config", "-nographic",
             "-no-reboot", "-accel", self.accel, *(["-cpu", "host"] if self.accel == "kvm" else []),
