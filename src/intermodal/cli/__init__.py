@@ -6,7 +6,6 @@ Subcommands are imported only when invoked, so `intermodal --help` and every com
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 from typing import Any
 
@@ -14,6 +13,7 @@ import click
 
 from intermodal import __version__
 from intermodal.errors import IntermodalError
+from intermodal.exit import code_of, leave
 
 # command name -> "module:attribute" under intermodal.cli
 _COMMANDS = {
@@ -91,27 +91,12 @@ def cli(ctx: click.Context, root: str | None, debug: bool) -> None:
 
 
 def main() -> None:
-    """Run the command, then leave with os._exit: the work is done and every file the engine writes is
-    closed by then, and tearing the interpreter down (module by module) would add about 15 ms to every
-    command. Only stdout and stderr still hold buffered data."""
     try:
         _main()
         code = 0
     except SystemExit as e:
-        code = _exit_code(e)
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (BrokenPipeError, ValueError):  # the reader went away, or the stream was closed
-            pass
-    os._exit(code)
-
-
-def _exit_code(e: SystemExit) -> int:
-    if e.code is None or isinstance(e.code, int):
-        return e.code or 0
-    print(e.code, file=sys.stderr)
-    return 1
+        code = code_of(e)
+    leave(code)
 
 
 def _main() -> None:

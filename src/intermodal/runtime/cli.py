@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import click
 
 from intermodal.errors import IntermodalError
+from intermodal.exit import code_of, leave
 
 if TYPE_CHECKING:
     from intermodal.runtime.container import Runtime
@@ -234,4 +235,9 @@ def list_(ctx: click.Context, fmt: str, quiet: bool) -> None:
 
 
 def main() -> None:
-    cli(prog_name="intermodal-runtime")
+    try:
+        cli(prog_name="intermodal-runtime")  # standalone mode: always ends in SystemExit
+        code = 0
+    except SystemExit as e:
+        code = code_of(e)
+    leave(code)
