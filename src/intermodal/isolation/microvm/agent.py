@@ -124,14 +124,12 @@ run_slot() {  # $1 slot, $2 the host's script, which sets NONCE, TTY, STDIN, SIZ
 . /config.sh
 configure  # mounts /proc, /sys and /dev too (bundle.py): the ports appear meanwhile
 need_ports ctl || fail "no channel to the host"
-ip link set lo up &  # while the host answers `ready`
-lo=$!
+read -r flags < /sys/class/net/lo/flags && echo $((flags | 1)) > /sys/class/net/lo/flags  # lo up (IFF_UP)
 exec 3<>"$port_ctl"
 echo ready >&3
 while read -r op slot arg <&3; do
     case "$op" in
         run)  # followed by the script's $arg lines
-            [ -z "$lo" ] || { wait "$lo"; lo=; }
             script=
             while [ "$arg" -gt 0 ] && IFS= read -r line <&3; do script="$script$line$NL"; arg=$((arg-1)); done
             run_slot "$slot" "$script" & ;;
@@ -152,11 +150,13 @@ def process_script(
     user = process.get("user") or {}
     cwd = process.get("cwd") or "/"
     env = [e for e in process.get("env") or [] if "=" in e]
-    argv = ["/bin/busybox", "env", "-i", *env]
+    # Applet names, not /bin/busybox: the agent's shell runs `env` in the process it forks (busybox's NOEXEC
+    # applets), which saves an exec; env and setpriv exec the next applet by name.
+    argv = ["env", "-i", *env]
     if process.get("noNewPrivileges"):
-        argv += ["/bin/busybox", "setpriv", "--nnp"]
+        argv += ["setpriv", "--nnp"]
     argv += [
-        "/bin/busybox", "nsenter", f"-r{NEWROOT}", f"-w{NEWROOT}{cwd}",
+        "nsenter", f"-r{NEWROOT}", f"-w{NEWROOT}{cwd}",
         "-S", str(int(user.get("uid", 0))), "-G", str(int(user.get("gid", 0))), "--", *process["args"],
     ]  # fmt: skip
     lines = [
