@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
@@ -27,6 +28,10 @@ def network_group() -> None:
 @click.option("--gateway", default="", help="IPv4 gateway of the subnet.")
 @click.option("--internal", is_flag=True, help="Restrict external access to the network.")
 @click.option("--label", multiple=True, help="Set metadata on a network.")
+@click.option("-o", "--opt", multiple=True, help="Driver options (bridge.name, enable_ip_masquerade, mtu).")
+@click.option("--ip-range", default="", help="Allocate container IPs from a sub-range (CIDR).")
+@click.option("--attachable", is_flag=True, help="Enable manual container attachment.")
+@click.option("--ipv6", is_flag=True, help="Enable IPv6 networking (not supported).")
 @click.pass_context
 def create_cmd(
     ctx: click.Context,
@@ -36,33 +41,47 @@ def create_cmd(
     gateway: str,
     internal: bool,
     label: tuple[str, ...],
+    opt: tuple[str, ...],
+    ip_range: str,
+    attachable: bool,
+    ipv6: bool,
 ) -> None:
     """Create a network."""
-    labels = {}
-    for entry in label:
+    if ipv6:
+        raise InvalidArgument("--ipv6 is not supported: networks here are IPv4 only")
+    net = service(ctx).create(
+        name, subnet=subnet, gateway=gateway, internal=internal, driver=driver, labels=_pairs(label, "label"),
+        options=_pairs(opt, "-o"), ip_range=ip_range, attachable=attachable,
+    )  # fmt: skip
+    click.echo(net["Id"])
+
+
+def _pairs(entries: tuple[str, ...], what: str) -> dict[str, str]:
+    out = {}
+    for entry in entries:
         key, _, value = entry.partition("=")
         if not key:
-            raise InvalidArgument(f"invalid label {entry!r}: expected KEY=VALUE")
-        labels[key] = value
-    net = service(ctx).create(
-        name, subnet=subnet, gateway=gateway, internal=internal, driver=driver, labels=labels
-    )
-    click.echo(net["Id"])
+            raise InvalidArgument(f"invalid {what} {entry!r}: expected KEY=VALUE")
+        out[key] = value
+    return out
 
 
 @network_group.command("ls")
 @click.option("-q", "--quiet", is_flag=True, help="Only display network IDs.")
 @click.option("--no-trunc", is_flag=True, help="Do not truncate the output.")
 @click.option("--format", "fmt", help="'json', 'table TEMPLATE' or a Go template.")
+@click.option("-f", "--filter", "filters", multiple=True, help="Filter (name, id, driver, label, type).")
 @click.pass_context
-def ls_cmd(ctx: click.Context, quiet: bool, no_trunc: bool, fmt: str | None) -> None:
+def ls_cmd(
+    ctx: click.Context, quiet: bool, no_trunc: bool, fmt: str | None, filters: tuple[str, ...]
+) -> None:
     """List networks."""
     svc = service(ctx)
     svc.gc()
     rows = [
         {"ID": n["Id"] if no_trunc else n["Id"][:12], "Name": n["Name"], "Driver": n["Driver"], "Scope": n["Scope"],
          "Internal": str(n["Internal"]).lower(), "Labels": ",".join(f"{k}={v}" for k, v in n["Labels"].items())}
-        for n in svc.networks()
+        for n in svc.networks() if all(_matches(n, f) for f in filters)
     ]  # fmt: skip
     if quiet:
         for row in rows:
@@ -74,6 +93,26 @@ def ls_cmd(ctx: click.Context, quiet: bool, no_trunc: bool, fmt: str | None) -> 
             ["NETWORK ID", "NAME", "DRIVER", "SCOPE"],
             [[r["ID"], r["Name"], r["Driver"], r["Scope"]] for r in rows],
         )
+
+
+def _matches(net: dict[str, Any], spec: str) -> bool:
+    """Docker's `network ls --filter`: name and id by substring and prefix, driver, label (KEY or KEY=VALUE),
+    type (builtin: bridge, host, none; custom: the rest)."""
+    key, sep, value = spec.partition("=")
+    if not sep or key not in ("name", "id", "driver", "label", "type"):
+        raise InvalidArgument(f"invalid filter {spec!r}: use name=, id=, driver=, label= or type=")
+    if key == "name":
+        return value in net["Name"]
+    if key == "id":
+        return bool(net["Id"].startswith(value))
+    if key == "driver":
+        return bool(net["Driver"] == value)
+    if key == "type":
+        if value not in ("builtin", "custom"):
+            raise InvalidArgument(f"invalid filter {spec!r}: type is builtin or custom")
+        return (net["Name"] in ("bridge", "host", "none")) == (value == "builtin")
+    label, has_value, wanted = value.partition("=")
+    return label in net["Labels"] and (not has_value or net["Labels"][label] == wanted)
 
 
 @network_group.command("inspect")

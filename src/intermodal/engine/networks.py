@@ -48,6 +48,12 @@ from intermodal.runtime.state import process_start_time
 
 DEFAULT = "bridge"
 PREDEFINED = (DEFAULT, "host", "none")
+# Docker's bridge driver options (`network create -o KEY=VALUE`); others are kept in Options, as Docker does.
+BRIDGE_NAME = "com.docker.network.bridge.name"
+MASQUERADE = "com.docker.network.bridge.enable_ip_masquerade"
+ICC = "com.docker.network.bridge.enable_icc"
+MTU = "com.docker.network.driver.mtu"
+_IFNAME = re.compile(r"^[a-zA-Z0-9_.-]{1,15}$")
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 _RUNNING = ("running", "paused", "restarting")
 
@@ -157,7 +163,7 @@ class NetworkService:
         net = stored or self._new(DEFAULT, {})
         net["IPAM"]["Config"] = [{"Subnet": wanted["Subnet"], "Gateway": wanted["Gateway"]}]
         net["Options"] = {
-            "com.docker.network.bridge.name": cfg.bridge,
+            BRIDGE_NAME: cfg.bridge,
             "com.docker.network.bridge.default_bridge": "true",
         }
         self._save(net)
@@ -211,6 +217,9 @@ class NetworkService:
         internal: bool = False,
         driver: str = "bridge",
         labels: dict[str, str] | None = None,
+        options: dict[str, str] | None = None,
+        ip_range: str = "",
+        attachable: bool = False,
     ) -> dict[str, Any]:
         if driver != "bridge":
             raise InvalidArgument(f"unsupported network driver {driver!r}: only bridge is available")
@@ -237,8 +246,16 @@ class NetworkService:
                 net_subnet = ipam.free_subnet(pool, 24, [t[1] for t in taken] + links.host_networks())
             gw = ipam.parse_address(gateway, net_subnet, "gateway") if gateway else next(net_subnet.hosts())
             net = self._new(name, labels or {}, internal)
+            net["Attachable"] = attachable
             net["IPAM"]["Config"] = [{"Subnet": str(net_subnet), "Gateway": str(gw)}]
-            net["Options"] = {"com.docker.network.bridge.name": f"im-{net['Id'][:12]}"}
+            if ip_range:
+                pool = ipam.parse_subnet(ip_range)
+                if not pool.subnet_of(net_subnet):
+                    raise InvalidArgument(f"--ip-range {pool} is not inside the subnet {net_subnet}")
+                net["IPAM"]["Config"][0]["IPRange"] = str(pool)
+            net["Options"] = _bridge_options(
+                {BRIDGE_NAME: f"im-{net['Id'][:12]}", **(options or {})}, {bridge_name(n) for n in existing}
+            )
             self._save(net)
         return net
 
@@ -427,7 +444,10 @@ class NetworkService:
         gateway = ipaddress.IPv4Address(_gateway(net))
         ip = (ep.get("IPAMConfig") or {}).get("IPv4Address")
         requested = ipam.parse_address(ip, subnet, "--ip") if ip else None
-        address = self.leases.allocate(net["Id"], subnet, gateway, record.id, requested)
+        within = net["IPAM"]["Config"][0].get("IPRange")
+        address = self.leases.allocate(
+            net["Id"], subnet, gateway, record.id, requested, ipam.parse_subnet(within) if within else None
+        )
         mac = (
             ep.get("MacAddress")
             or (record.config.get("MacAddress") if primary else "")
@@ -442,11 +462,12 @@ class NetworkService:
     def _plug(self, net: dict[str, Any], cid: str, lease: dict[str, Any], *, primary: bool) -> None:
         """Bridge up, veth in; only the primary network (and not an internal one) gets the default route."""
         prefix = _subnet(net).prefixlen
-        links.ensure_bridge(bridge_name(net), _gateway(net), prefix)
+        mtu = int(net["Options"].get(MTU) or 0)
+        links.ensure_bridge(bridge_name(net), _gateway(net), prefix, mtu)
         gateway = _gateway(net) if primary and not net.get("Internal") else None
         links.add_endpoint(
             lease["veth"], bridge_name(net), self.netns_path(cid), lease["ifname"], lease["address"], prefix,
-            lease["mac"], gateway,
+            lease["mac"], gateway, mtu,
         )  # fmt: skip
 
     def _leases_of(self, cid: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -507,7 +528,10 @@ class NetworkService:
         for net in self._stored():
             if rtnl.index_of(bridge_name(net)) is None:
                 continue
-            bridges.append(firewall.Bridge(bridge_name(net), str(_subnet(net)), bool(net.get("Internal"))))
+            masquerade = net["Options"].get(MASQUERADE, "true") == "true"
+            bridges.append(
+                firewall.Bridge(bridge_name(net), str(_subnet(net)), bool(net.get("Internal")), masquerade)
+            )
             if net.get("Internal"):
                 continue
             for lease in self.leases.leases(net["Id"]).values():
@@ -652,8 +676,30 @@ def _monitor_alive(record: ContainerRecord) -> bool:
     return record.monitor_pid > 0 and process_start_time(record.monitor_pid) == record.monitor_start
 
 
+def _bridge_options(options: dict[str, str], taken: set[str]) -> dict[str, str]:
+    """Check the bridge driver options this engine applies (name, outbound masquerade, MTU)."""
+    name = options[BRIDGE_NAME]
+    if not _IFNAME.match(name):
+        raise InvalidArgument(f"invalid {BRIDGE_NAME} {name!r}: an interface name of 1-15 of [a-zA-Z0-9_.-]")
+    if name in taken or rtnl.index_of(name) is not None:
+        raise Conflict(f"{BRIDGE_NAME}={name}: an interface of that name exists already: choose another")
+    out = dict(options)
+    for flag in (MASQUERADE, ICC):
+        if flag in out:
+            out[flag] = out[flag].lower()
+            if out[flag] not in ("true", "false"):
+                raise InvalidArgument(f"invalid {flag} {options[flag]!r}: true or false")
+    if out.get(ICC) == "false":
+        raise InvalidArgument(
+            f"{ICC}=false is not supported: put containers that must not talk to each other on separate networks"
+        )
+    if MTU in out and not (out[MTU].isdigit() and 68 <= int(out[MTU]) <= 65535):
+        raise InvalidArgument(f"invalid {MTU} {out[MTU]!r}: a number from 68 to 65535")
+    return out
+
+
 def bridge_name(net: dict[str, Any]) -> str:
-    return str(net["Options"]["com.docker.network.bridge.name"])
+    return str(net["Options"][BRIDGE_NAME])
 
 
 def _subnet(net: dict[str, Any]) -> ipam.Network:

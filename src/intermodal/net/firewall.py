@@ -22,6 +22,7 @@ class Bridge:
     name: str
     subnet: str
     internal: bool
+    masquerade: bool = True  # outbound NAT (Docker's com.docker.network.bridge.enable_ip_masquerade)
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,9 @@ def render(table: str, bridges: Sequence[Bridge], forwards: Sequence[Forward]) -
         post += [
             f'oifname "{b.name}" ip saddr 127.0.0.0/8 masquerade',  # localhost → published port
             f'oifname "{b.name}" ct status dnat ip saddr {b.subnet} masquerade',  # hairpin
-            f'ip saddr {b.subnet} oifname != "{b.name}" masquerade',  # outbound
         ]
+        if b.masquerade:
+            post.append(f'ip saddr {b.subnet} oifname != "{b.name}" masquerade')  # outbound
 
     def block(name: str, kind: str, items: list[str]) -> str:
         elements = f"\n\t\telements = {{ {', '.join(items)} }}" if items else ""

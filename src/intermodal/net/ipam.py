@@ -94,11 +94,18 @@ class LeaseStore:
         atomic_write_json(self._path(net_id), leases, durable=False)
 
     def allocate(
-        self, net_id: str, subnet: Network, gateway: Address, owner: str, requested: Address | None = None
+        self,
+        net_id: str,
+        subnet: Network,
+        gateway: Address,
+        owner: str,
+        requested: Address | None = None,
+        within: Network | None = None,
     ) -> Address:
         """Lease the requested address, or the next free one after the last handed out (round robin, as
         Docker's allocator does: an address just released may still sit on a namespace the kernel is tearing
-        down, with the same MAC, so it is the last to be reused). The lease is on disk when this returns."""
+        down, with the same MAC, so it is the last to be reused), from `within` (`--ip-range`) if given. The
+        lease is on disk when this returns."""
         leases = self.leases(net_id)
         taken = {Address(v["address"]) for k, v in leases.items() if k != owner}
         if requested is not None:
@@ -108,12 +115,14 @@ class LeaseStore:
         else:
             cursor = self.dir / net_id / "last"
             last = Address(cursor.read_text()) if cursor.exists() else gateway
-            first, end = int(subnet.network_address) + 1, int(subnet.broadcast_address)
+            pool = within or subnet
+            first = max(int(pool.network_address), int(subnet.network_address) + 1)
+            end = min(int(pool.broadcast_address) + 1, int(subnet.broadcast_address))
             start = int(last) + 1 if first <= int(last) < end else first
             order = (Address(i) for i in itertools.chain(range(start, end), range(first, start)))
             found = next((a for a in order if a != gateway and a not in taken), None)
             if found is None:
-                raise Conflict(f"no free address left in {subnet}: remove containers or use a larger subnet")
+                raise Conflict(f"no free address left in {pool}: remove containers or use a larger subnet")
             addr = found
             atomic_write_bytes(cursor, str(addr).encode(), durable=False)
         leases[owner] = {**leases.get(owner, {}), "address": str(addr)}

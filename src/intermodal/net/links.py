@@ -18,14 +18,14 @@ def _error(what: str, e: OSError) -> IntermodalError:
     return IntermodalError(f"{what}: {e.strerror or e}")
 
 
-def ensure_bridge(name: str, gateway: str, prefixlen: int) -> None:
+def ensure_bridge(name: str, gateway: str, prefixlen: int, mtu: int = 0) -> None:
     """The bridge with the gateway address, up; `route_localnet` lets DNAT'ed 127.0.0.1 traffic leave
     through it (published ports reachable on localhost without a proxy process)."""
     with Rtnl() as nl:
         try:
             index = index_of(name)
             if index is None:
-                nl.add_bridge(name)
+                nl.add_bridge(name, mtu)
                 index = index_of(name)
             assert index is not None
             try:
@@ -60,6 +60,7 @@ def add_endpoint(
     prefixlen: int,
     mac: str,
     gateway: str | None,
+    mtu: int = 0,
 ) -> None:
     """A veth pair: `host_name` enslaved to `bridge`, its peer `ifname` in the namespace with the address,
     the MAC and (unless the network is internal) a default route through the gateway."""
@@ -70,10 +71,10 @@ def add_endpoint(
     try:
         with Rtnl() as nl:
             try:
-                nl.add_veth(host_name, master, ifname, fd, mac)
+                nl.add_veth(host_name, master, ifname, fd, mac, mtu)
             except FileExistsError:  # the previous run's pair, which the kernel has not destroyed yet
                 delete(host_name)
-                nl.add_veth(host_name, master, ifname, fd, mac)
+                nl.add_veth(host_name, master, ifname, fd, mac, mtu)
     except OSError as e:
         raise _error(f"cannot create the veth pair {host_name}", e) from None
     finally:

@@ -24,7 +24,7 @@ _RTM_NEWLINK, _RTM_DELLINK, _RTM_NEWADDR, _RTM_NEWROUTE = 16, 17, 20, 24
 _RT_TABLE_MAIN, _RTPROT_BOOT, _RT_SCOPE_UNIVERSE, _RTN_UNICAST = 254, 3, 0, 1
 _RTA_GATEWAY = 5
 # if_link.h, if_addr.h, veth.h
-_IFLA_ADDRESS, _IFLA_IFNAME, _IFLA_MASTER, _IFLA_LINKINFO, _IFLA_NET_NS_FD = 1, 3, 10, 18, 28
+_IFLA_ADDRESS, _IFLA_IFNAME, _IFLA_MTU, _IFLA_MASTER, _IFLA_LINKINFO, _IFLA_NET_NS_FD = 1, 3, 4, 10, 18, 28
 _IFLA_INFO_KIND, _IFLA_INFO_DATA, _VETH_INFO_PEER = 1, 2, 1
 _IFA_ADDRESS, _IFA_LOCAL = 1, 2
 IFF_UP = 0x1
@@ -99,24 +99,27 @@ class Rtnl:
 
     # -- links ------------------------------------------------------------------------------------------------
 
-    def add_bridge(self, name: str) -> None:
-        """Create bridge `name` (up); EEXIST if it is already there."""
+    def add_bridge(self, name: str, mtu: int = 0) -> None:
+        """Create bridge `name` (up; `mtu` if given); EEXIST if it is already there."""
         linkinfo = attr(_IFLA_LINKINFO, [attr(_IFLA_INFO_KIND, "bridge")])
-        self.request(
-            _RTM_NEWLINK, _NLM_F_CREATE | _NLM_F_EXCL, ifinfo(up=True) + attr(_IFLA_IFNAME, name) + linkinfo
-        )
+        body = ifinfo(up=True) + attr(_IFLA_IFNAME, name) + (attr(_IFLA_MTU, mtu) if mtu else b"") + linkinfo
+        self.request(_RTM_NEWLINK, _NLM_F_CREATE | _NLM_F_EXCL, body)
 
-    def add_veth(self, name: str, master: int, peer: str, peer_netns_fd: int, peer_mac: str) -> None:
+    def add_veth(
+        self, name: str, master: int, peer: str, peer_netns_fd: int, peer_mac: str, mtu: int = 0
+    ) -> None:
         """A veth pair in one request: `name` here, enslaved to `master` and up; `peer` created straight in the
         namespace behind `peer_netns_fd` with `peer_mac`, down: veth_newlink configures the peer before it
         pairs the two, so asking for the peer up here fails with ENOTCONN (drivers/net/veth.c)."""
         peer_msg = ifinfo() + attr(_IFLA_IFNAME, peer) + attr(_IFLA_NET_NS_FD, peer_netns_fd)
         peer_msg += attr(_IFLA_ADDRESS, _mac(peer_mac))
+        mtu_attr = attr(_IFLA_MTU, mtu) if mtu else b""
+        peer_msg += mtu_attr
         linkinfo = attr(
             _IFLA_LINKINFO,
             [attr(_IFLA_INFO_KIND, "veth"), attr(_IFLA_INFO_DATA, [attr(_VETH_INFO_PEER, peer_msg)])],
         )
-        body = ifinfo(up=True) + attr(_IFLA_IFNAME, name) + attr(_IFLA_MASTER, master) + linkinfo
+        body = ifinfo(up=True) + attr(_IFLA_IFNAME, name) + mtu_attr + attr(_IFLA_MASTER, master) + linkinfo
         self.request(_RTM_NEWLINK, _NLM_F_CREATE | _NLM_F_EXCL, body)
 
     def set_up(self, index: int) -> None:

@@ -8,6 +8,7 @@ and checks at the end that none of its bridges, veths, namespaces, leases or rul
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import json
 import os
 import secrets
@@ -303,6 +304,51 @@ def test_user_network_names_and_aliases(net: Net) -> None:
     net("network", "disconnect", "app", "late")
     # checked in aardvark-dns's records: asking for a name it does not know would be forwarded off the host
     assert "cache" not in records.read_text() and "database" in records.read_text()
+
+
+def test_driver_options_ip_range_and_filters(net: Net) -> None:
+    """Docker's `network create -o` for the bridge name, MTU and outbound masquerade, `--ip-range`, and
+    `network ls --filter`."""
+    bridge = f"imo{secrets.token_hex(3)}"
+    net(
+        "network", "create", "--subnet", "10.251.79.0/24", "--ip-range", "10.251.79.64/26", "--label", "tier=db",
+        "-o", f"com.docker.network.bridge.name={bridge}", "-o", "com.docker.network.driver.mtu=1400",
+        "-o", "com.docker.network.bridge.enable_ip_masquerade=false", "tuned",
+    )  # fmt: skip
+    net.seen_links.add(bridge)
+    out = net(
+        "run",
+        "--rm",
+        "--network",
+        "tuned",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /sys/class/net/eth0/mtu; ip -o -4 addr show eth0",
+    )
+    mtu, addr = out.stdout.splitlines()
+    assert mtu == "1400"
+    assert ipaddress.ip_address(addr.split()[3].split("/")[0]) in ipaddress.ip_network("10.251.79.64/26")
+    assert Path(f"/sys/class/net/{bridge}/mtu").read_text().strip() == "1400"
+    table = subprocess.run(["nft", "list", "table", "ip", net.table], capture_output=True, text=True).stdout
+    assert "ip saddr 10.251.79.0/24 oifname" not in table, "no outbound masquerade for this network"
+    assert f'oifname "{bridge}" ip saddr 127.0.0.0/8 masquerade' in table, "published ports still work"
+    assert net("network", "ls", "--filter", "label=tier=db", "--format", "{{.Name}}").stdout.split() == [
+        "tuned"
+    ]
+    assert net("network", "ls", "-f", "type=custom", "-f", "name=tun", "-q").stdout.strip() != ""
+    assert (
+        "bridge" in net("network", "ls", "--filter", "type=builtin", "--format", "{{.Name}}").stdout.split()
+    )
+    for args, message in (
+        (["-o", f"com.docker.network.bridge.name={bridge}", "clash"], "exists already"),
+        (["--subnet", "10.251.80.0/24", "--ip-range", "10.251.81.0/26", "outside"], "not inside"),
+        (["-o", "com.docker.network.bridge.enable_icc=false", "icc"], "not supported"),
+        (["-o", "com.docker.network.driver.mtu=9", "tiny"], "68 to 65535"),
+    ):
+        refused = net("network", "create", *args, check=False)
+        assert refused.returncode == 125 and message in refused.stderr, refused.stderr
+    net("network", "rm", "tuned")
 
 
 def test_networks_are_isolated(net: Net) -> None:
