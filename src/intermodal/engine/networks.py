@@ -54,6 +54,7 @@ MASQUERADE = "com.docker.network.bridge.enable_ip_masquerade"
 ICC = "com.docker.network.bridge.enable_icc"
 MTU = "com.docker.network.driver.mtu"
 _IFNAME = re.compile(r"^[a-zA-Z0-9_.-]{1,15}$")
+_ALIAS = "intermodal "  # bridge alias: "intermodal <nftables table> <state root>"
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 _RUNNING = ("running", "paused", "restarting")
 
@@ -292,7 +293,8 @@ class NetworkService:
                 links.delete(bridge_name(net))
                 if net["Name"] != DEFAULT:
                     self.resolver.update(net["Name"], _gateway(net), [])
-            firewall.apply(self.config.table, [], [], self.dir / "firewall.applied", force=True)
+            firewall.drop(self.config.table)
+            (self.dir / "firewall.applied").unlink(missing_ok=True)
 
     def prune(self) -> list[str]:
         referenced = {name for r in self.containers.all() for name in endpoints_config(r)}
@@ -463,12 +465,26 @@ class NetworkService:
         """Bridge up, veth in; only the primary network (and not an internal one) gets the default route."""
         prefix = _subnet(net).prefixlen
         mtu = int(net["Options"].get(MTU) or 0)
-        links.ensure_bridge(bridge_name(net), _gateway(net), prefix, mtu)
+        if rtnl.index_of(bridge_name(net)) is None:
+            self._reap_orphans()
+        alias = f"{_ALIAS}{self.config.table} {self.root}"
+        links.ensure_bridge(bridge_name(net), _gateway(net), prefix, mtu, alias)
         gateway = _gateway(net) if primary and not net.get("Internal") else None
         links.add_endpoint(
             lease["veth"], bridge_name(net), self.netns_path(cid), lease["ifname"], lease["address"], prefix,
             lease["mac"], gateway, mtu,
         )  # fmt: skip
+
+    @staticmethod
+    def _reap_orphans() -> None:
+        """Bridges (and their roots' tables) of state roots that are gone: each bridge's alias names its root
+        and table, so a root deleted without `system reset` (a test's temp dir, a scratch root) leaves
+        nothing behind for longer than the next bridge any root brings up."""
+        for name, alias in links.aliases(_ALIAS).items():
+            table, _, root = alias.removeprefix(_ALIAS).partition(" ")
+            if root and not Path(root, "networks").is_dir():
+                links.delete(name)
+                firewall.drop(table)
 
     def _leases_of(self, cid: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
         out = []

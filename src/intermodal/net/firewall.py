@@ -111,22 +111,28 @@ def apply(
     """Replace the table atomically (create-if-missing, delete, recreate in one transaction), or delete it
     when there is no bridge. `applied` remembers what was last sent (with the boot it was sent in), so an
     unchanged table costs no nft run unless `force`."""
-    script = f"table ip {table} {{}}\ndelete table ip {table}\n"
-    if bridges:
-        script += render(table, bridges, forwards)
+    if not bridges:
+        if force or _read(applied) is not None:  # else it was never made here
+            drop(table)
+            applied.unlink(missing_ok=True)
+        return
+    script = _DROP.format(table=table) + render(table, bridges, forwards)
     stamp = f"# boot {_boot_id()}\n{script}"
     if not force and _read(applied) == stamp:
         return
-    if not bridges and not force and _read(applied) is None:
-        return  # never made here
     if any(not b.internal for b in bridges):
         enable_forwarding()
-    if bridges or _nft(required=False):
-        _run(script)
-    if bridges:
-        atomic_write_bytes(applied, stamp.encode(), durable=False)
-    else:
-        applied.unlink(missing_ok=True)
+    _run(script)
+    atomic_write_bytes(applied, stamp.encode(), durable=False)
+
+
+_DROP = "table ip {table} {{}}\ndelete table ip {table}\n"  # create-if-missing first: never fails
+
+
+def drop(table: str) -> None:
+    """Delete the table if it exists (nothing to do without nft)."""
+    if _nft(required=False):
+        _run(_DROP.format(table=table))
 
 
 def _boot_id() -> str:

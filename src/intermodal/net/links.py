@@ -18,7 +18,7 @@ def _error(what: str, e: OSError) -> IntermodalError:
     return IntermodalError(f"{what}: {e.strerror or e}")
 
 
-def ensure_bridge(name: str, gateway: str, prefixlen: int, mtu: int = 0) -> None:
+def ensure_bridge(name: str, gateway: str, prefixlen: int, mtu: int = 0, alias: str = "") -> None:
     """The bridge with the gateway address, up; `route_localnet` lets DNAT'ed 127.0.0.1 traffic leave
     through it (published ports reachable on localhost without a proxy process)."""
     with Rtnl() as nl:
@@ -27,6 +27,9 @@ def ensure_bridge(name: str, gateway: str, prefixlen: int, mtu: int = 0) -> None
             if index is None:
                 nl.add_bridge(name, mtu)
                 index = index_of(name)
+                assert index is not None
+                if alias:
+                    nl.set_alias(index, alias)
             assert index is not None
             try:
                 nl.add_address(index, gateway, prefixlen)
@@ -36,6 +39,19 @@ def ensure_bridge(name: str, gateway: str, prefixlen: int, mtu: int = 0) -> None
         except OSError as e:
             raise _error(f"cannot set up bridge {name}", e) from None
     Path(f"/proc/sys/net/ipv4/conf/{name}/route_localnet").write_text("1")
+
+
+def aliases(prefix: str) -> dict[str, str]:
+    """Interfaces whose alias (`ip link set NAME alias …`) starts with `prefix`: name -> alias."""
+    out = {}
+    for entry in os.scandir("/sys/class/net"):
+        try:
+            alias = Path(entry.path, "ifalias").read_text().strip()
+        except OSError:
+            continue
+        if alias.startswith(prefix):
+            out[entry.name] = alias
+    return out
 
 
 def delete(name: str) -> None:

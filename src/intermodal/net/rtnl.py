@@ -24,7 +24,15 @@ _RTM_NEWLINK, _RTM_DELLINK, _RTM_NEWADDR, _RTM_NEWROUTE = 16, 17, 20, 24
 _RT_TABLE_MAIN, _RTPROT_BOOT, _RT_SCOPE_UNIVERSE, _RTN_UNICAST = 254, 3, 0, 1
 _RTA_GATEWAY = 5
 # if_link.h, if_addr.h, veth.h
-_IFLA_ADDRESS, _IFLA_IFNAME, _IFLA_MTU, _IFLA_MASTER, _IFLA_LINKINFO, _IFLA_NET_NS_FD = 1, 3, 4, 10, 18, 28
+_IFLA_ADDRESS, _IFLA_IFNAME, _IFLA_MTU, _IFLA_MASTER, _IFLA_LINKINFO, _IFLA_IFALIAS, _IFLA_NET_NS_FD = (
+    1,
+    3,
+    4,
+    10,
+    18,
+    20,
+    28,
+)
 _IFLA_INFO_KIND, _IFLA_INFO_DATA, _VETH_INFO_PEER = 1, 2, 1
 _IFA_ADDRESS, _IFA_LOCAL = 1, 2
 IFF_UP = 0x1
@@ -121,6 +129,10 @@ class Rtnl:
         )
         body = ifinfo(up=True) + attr(_IFLA_IFNAME, name) + mtu_attr + attr(_IFLA_MASTER, master) + linkinfo
         self.request(_RTM_NEWLINK, _NLM_F_CREATE | _NLM_F_EXCL, body)
+
+    def set_alias(self, index: int, alias: str) -> None:
+        """The interface alias (only an existing link's: the kernel ignores IFLA_IFALIAS when creating one)."""
+        self.request(_RTM_NEWLINK, 0, ifinfo(index) + attr(_IFLA_IFALIAS, alias))
 
     def set_up(self, index: int) -> None:
         self.request(_RTM_NEWLINK, 0, ifinfo(index, up=True))

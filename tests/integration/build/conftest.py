@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,10 +23,11 @@ def busybox_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def cli(tmp_path: Path, busybox_tar: Path) -> BuildCli:
+def cli(tmp_path: Path, busybox_tar: Path) -> Iterator[BuildCli]:
     c = BuildCli(tmp_path / "root")
     c("load", "-i", str(busybox_tar))
-    return c
+    yield c
+    c("system", "reset", "--force")  # a `run` brought the root's bridge and nftables table up
 
 
 @pytest.fixture

@@ -197,6 +197,24 @@ def test_bridge_lives_with_its_network_and_reset_takes_it_down(net: Net) -> None
     assert net("images", "-q").stdout == ""
 
 
+def test_a_deleted_roots_bridge_and_table_go_with_the_next_bridge(net: Net, tmp_path: Path) -> None:
+    """A root removed with rm -rf instead of `system reset` leaves its bridge and table only until any root
+    brings a bridge up: each bridge's alias names the root it belongs to."""
+    scratch = Engine(tmp_path / "scratch")
+    shutil.copytree(net.engine.root / "images", scratch.root / "images", symlinks=True)
+    scratch("run", "--rm", "busybox", "true")
+    bridge = json.loads(scratch("network", "inspect", "bridge").stdout)[0]["Options"][
+        "com.docker.network.bridge.name"
+    ]
+    alias = Path(f"/sys/class/net/{bridge}/ifalias").read_text().split()
+    assert alias[0] == "intermodal" and alias[2] == str(scratch.root)
+    table = alias[1]
+    assert f"table ip {table} " in ruleset()
+    shutil.rmtree(scratch.root)
+    net("run", "--rm", "busybox", "true")  # this root's first bridge
+    assert bridge not in links() and f"table ip {table} " not in ruleset()
+
+
 def test_publish_on_localhost_only(net: Net) -> None:
     port = free_port()
     name = serve(net, "-p", f"127.0.0.1:{port}:80")
