@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 
 from intermodal import fsutil
 from intermodal.errors import Conflict, IntermodalError, InvalidArgument
-from intermodal.runtime import cgroups, init
+from intermodal.runtime import cgroups, init, userns
 from intermodal.runtime import sys as _sys
 from intermodal.runtime.state import (
     CREATED,
@@ -35,7 +35,7 @@ from intermodal.runtime.state import (
 
 _NS_FLAGS = {
     "pid": _sys.CLONE_NEWPID, "network": _sys.CLONE_NEWNET, "ipc": _sys.CLONE_NEWIPC, "uts": _sys.CLONE_NEWUTS,
-    "mount": _sys.CLONE_NEWNS, "cgroup": _sys.CLONE_NEWCGROUP,
+    "mount": _sys.CLONE_NEWNS, "cgroup": _sys.CLONE_NEWCGROUP, "user": _sys.CLONE_NEWUSER,
 }  # fmt: skip
 _FORWARDED = (
     signal.SIGINT,
@@ -79,6 +79,9 @@ def load_spec(bundle: Path) -> dict[str, Any]:
         )
     if spec.get("hostname") and "uts" not in kinds:
         raise InvalidArgument("hostname is set but there is no uts namespace: it would rename the host")
+    linux = spec.get("linux") or {}
+    if (linux.get("uidMappings") or linux.get("gidMappings")) and "user" not in kinds:
+        raise InvalidArgument("uidMappings/gidMappings are set but there is no user namespace: add one")
     return spec
 
 
@@ -146,10 +149,11 @@ class Runtime:
                 fifo = str(self.store.fifo(container_id))
                 state.pid = self._spawn(
                     cg,
-                    lambda: _enter_namespaces(spec),
+                    lambda handshake: _enter_namespaces(spec, handshake),
                     lambda sync, console: init.run(spec, str(root), fifo, sync, console, preserve_fds),
                     console_socket,
                     preserve_fds,
+                    id_maps=_new_userns_maps(spec),
                 )
                 state.pid_start = process_start_time(state.pid) or 0
                 self.store.save(state)
@@ -164,10 +168,13 @@ class Runtime:
             raise
         return state
 
-    def _spawn(self, cg: cgroups.Cgroup, enter: Callable[[], None], target: Callable[[int, int | None], None],
-               console_socket: Path | None, preserve: int) -> int:  # fmt: skip
-        """Fork a child that joins `cg`, runs `enter` (namespaces) and forks `target(sync_fd, console_fd)`;
-        return the grandchild's host PID once it reports ready (or raise with the error it reports)."""
+    def _spawn(self, cg: cgroups.Cgroup, enter: Callable[[Callable[[], None]], None],
+               target: Callable[[int, int | None], None], console_socket: Path | None, preserve: int,
+               id_maps: tuple[list[Any], list[Any]] | None = None) -> int:  # fmt: skip
+        """Fork a child that joins `cg`, runs `enter(handshake)` (namespaces) and forks `target(sync_fd,
+        console_fd)`; return the grandchild's host PID once it reports ready (or raise with the error it
+        reports). With `id_maps` the child calls `handshake` once it has unshared its user namespace: we
+        write the namespace's uid_map and gid_map, then let it go on (runc's nsexec sync)."""
         console = None
         if console_socket is not None:
             import socket
@@ -177,24 +184,43 @@ class Runtime:
             console = _high(sock.detach(), preserve)
         r, w = os.pipe()
         w = _high(w, preserve)
+        ack_r = ack_w = None
+        if id_maps is not None:
+            ack_r, ack_w = os.pipe()
+            ack_r = _high(ack_r, preserve)
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         child = os.fork()
         if child == 0:
             os.close(r)
-            _first_child(cg, enter, target, w, console, preserve)
+            if ack_w is not None:
+                os.close(ack_w)
+            _first_child(cg, enter, target, w, console, preserve, ack_r)
         os.close(w)
         if console is not None:
             os.close(console)
+        if ack_r is not None:
+            os.close(ack_r)
         pid, ready, error = 0, False, None
-        with os.fdopen(r, "rb") as pipe:
-            for line in pipe:  # the child's {"pid"} and the grandchild's {"ready"} may come in either order
-                msg = json.loads(line)
-                pid = msg.get("pid", pid)
-                ready = ready or "ready" in msg
-                error = msg.get("error", error)
-                if (pid and ready) or error:
-                    break
+        try:
+            with os.fdopen(r, "rb") as pipe:
+                for line in pipe:  # the child's {"pid"} and the grandchild's {"ready"} come in either order
+                    msg = json.loads(line)
+                    if "userns" in msg and id_maps is not None and ack_w is not None:
+                        try:
+                            userns.write_maps(child, *id_maps)
+                        except OSError as e:
+                            error = f"writing the user namespace's ID maps: {e}"
+                            break
+                        os.write(ack_w, b"1")
+                    pid = msg.get("pid", pid)
+                    ready = ready or "ready" in msg
+                    error = msg.get("error", error)
+                    if (pid and ready) or error:
+                        break
+        finally:
+            if ack_w is not None:
+                os.close(ack_w)  # a child still waiting for its maps reads EOF and fails
         os.waitpid(child, 0)
         if error or not (pid and ready):
             if pid:
@@ -225,7 +251,7 @@ class Runtime:
             _sys.set_child_subreaper(True)
         pid = self._spawn(
             self._cgroup(state),
-            lambda: _join_namespaces(state.pid, kinds),
+            lambda _handshake: _join_namespaces(state.pid, kinds),
             lambda sync, console: init.exec_in(process, profile, sync, console, preserve_fds),
             console_socket,
             preserve_fds,
@@ -377,10 +403,25 @@ def _wait_forwarding(pid: int) -> int:
     return 128 - code if code < 0 else code
 
 
-def _enter_namespaces(spec: dict[str, Any]) -> None:
-    """Join the spec's namespaces that name a path, create the others (config-linux.md "Namespaces")."""
+def _new_userns_maps(spec: dict[str, Any]) -> tuple[list[Any], list[Any]] | None:
+    """The ID maps to write for a user namespace the container creates (None: no new user namespace)."""
+    linux = spec.get("linux") or {}
+    if not any(ns.get("type") == "user" and not ns.get("path") for ns in linux.get("namespaces") or []):
+        return None
+    return list(linux.get("uidMappings") or []), list(linux.get("gidMappings") or [])
+
+
+def _enter_namespaces(spec: dict[str, Any], handshake: Callable[[], None]) -> None:
+    """Join the spec's namespaces that name a path, create the others (config-linux.md "Namespaces").
+
+    Joined ones first, while we are still root in the host's user namespace (joining a network namespace
+    the engine pinned needs CAP_SYS_ADMIN over its owner, the host's user namespace); the user namespace is
+    joined last among them. A new user namespace is created in the same unshare as the rest, so it owns
+    them; `handshake` then has the parent write its ID maps. Our IDs stay unmapped (host root) until the
+    init switches to the namespace's root: see rootfs.prepare."""
     flags = 0
-    for ns in (spec.get("linux") or {}).get("namespaces") or []:
+    namespaces = (spec.get("linux") or {}).get("namespaces") or []
+    for ns in sorted(namespaces, key=lambda n: n.get("type") == "user"):
         if ns.get("path"):
             fd = os.open(ns["path"], os.O_RDONLY | os.O_CLOEXEC)
             try:
@@ -390,32 +431,48 @@ def _enter_namespaces(spec: dict[str, Any]) -> None:
         else:
             flags |= _NS_FLAGS[ns["type"]]
     _sys.unshare(flags)  # the cgroup namespace is rooted at the cgroup we just joined
+    if flags & _sys.CLONE_NEWUSER:
+        handshake()
 
 
 def _join_namespaces(pid: int, kinds: list[str]) -> None:
     """setns into a running init's namespaces: all opened first, the mount namespace joined last (it
     changes what /proc paths mean); joining it also moves our root and cwd to the container's root."""
-    names = {"pid": "pid", "network": "net", "ipc": "ipc", "uts": "uts", "cgroup": "cgroup", "mount": "mnt"}
-    order = [k for k in ("cgroup", "ipc", "uts", "network", "pid", "mount") if k in kinds]
+    names = {"pid": "pid", "network": "net", "ipc": "ipc", "uts": "uts", "cgroup": "cgroup", "mount": "mnt",
+             "user": "user"}  # fmt: skip
+    # The user namespace last: as host root we may join any of them, and a network namespace the engine
+    # pinned belongs to the host's user namespace, which we could no longer join from inside the container's.
+    order = [k for k in ("cgroup", "ipc", "uts", "network", "pid", "mount", "user") if k in kinds]
     fds = [(os.open(f"/proc/{pid}/ns/{names[k]}", os.O_RDONLY | os.O_CLOEXEC), k) for k in order]
     for fd, kind in fds:
         _sys.setns(fd, _NS_FLAGS[kind])
         os.close(fd)
 
 
-def _first_child(cg: cgroups.Cgroup, enter: Callable[[], None], target: Callable[[int, int | None], None],
-                 sync: int, console: int | None, preserve: int) -> NoReturn:  # fmt: skip
+def _first_child(cg: cgroups.Cgroup, enter: Callable[[Callable[[], None]], None],
+                 target: Callable[[int, int | None], None], sync: int, console: int | None, preserve: int,
+                 ack: int | None = None) -> NoReturn:  # fmt: skip
     """First child: cgroup, then namespaces (a new PID namespace only applies to children), then fork the
     process that will exec, and report its PID."""
+
+    def handshake() -> None:
+        os.write(sync, json.dumps({"userns": os.getpid()}).encode() + b"\n")
+        if ack is None or os.read(ack, 1) != b"1":
+            raise OSError("the runtime did not write the user namespace's ID maps")
+
     try:
         _sys.set_pdeathsig(signal.SIGKILL)  # if `create` dies mid-way, do not leave half a container
         low = 3 + preserve
-        for fd in sorted({sync, *([console] if console is not None else [])}):
+        for fd in sorted(
+            {sync, *([console] if console is not None else []), *([ack] if ack is not None else [])}
+        ):
             os.closerange(low, fd)  # close everything else we inherited (e.g. the state-dir flock)
             low = fd + 1
         os.closerange(low, 1 << 20)
         cg.add_process(os.getpid())
-        enter()
+        enter(handshake)
+        if ack is not None:
+            os.close(ack)
         pid = os.fork()
         if pid == 0:
             target(sync, console)

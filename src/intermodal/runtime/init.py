@@ -136,7 +136,7 @@ def run(
         fifo_fd = os.open(fifo, os.O_RDWR | os.O_CLOEXEC)  # O_RDWR: never blocks, never sees EOF
         if "network" in namespaces and not namespaces["network"].get("path"):
             _sys.loopback_up()
-        rootfs.prepare(spec, root)
+        root = rootfs.prepare(spec, root)
         rootfs.pivot(root)
         os.makedirs(process.get("cwd") or "/", mode=0o755, exist_ok=True)
         if console is not None:

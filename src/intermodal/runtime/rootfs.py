@@ -121,12 +121,22 @@ def _proc_fd(fd: int) -> str:
     return f"/proc/self/fd/{fd}"
 
 
-def _mount_one(root: str, m: Mapping[str, Any]) -> None:
+def _mount_one(root: str, m: Mapping[str, Any], in_userns: bool = False) -> None:
     kind, source, dest = m.get("type") or "", m.get("source") or "", m["destination"]
     flags, propagation, data = parse_options(m.get("options") or [])
     is_bind = bool(flags & _sys.MS_BIND) or kind == "bind"
     if kind == "cgroup":
         _mount_cgroup(root, dest, flags)
+        return
+    if kind == "sysfs" and in_userns:
+        try:
+            _mount_one(root, m)
+        except PermissionError:
+            # sysfs needs a network namespace owned by our user namespace; with one the engine made (owned
+            # by the host's) bind the host's /sys instead, as runc does.
+            _mount_one(
+                root, {**m, "type": "bind", "source": "/sys", "options": ["rbind", *(m.get("options") or [])]}
+            )
         return
     create = "dir"
     if is_bind and not os.path.isdir(source):
@@ -145,7 +155,8 @@ def _mount_one(root: str, m: Mapping[str, Any]) -> None:
     if extra or propagation:
         fd = open_in_root(root, dest)
         try:
-            if extra:
+            if extra:  # keep the flags the source already has: in a user namespace they are locked
+                extra |= _mount_flags(_proc_fd(fd))
                 _sys.mount(None, _proc_fd(fd), None, _sys.MS_BIND | _sys.MS_REMOUNT | extra)
             if propagation:
                 _sys.mount(None, _proc_fd(fd), None, propagation)
@@ -192,14 +203,22 @@ def _mount_cgroup(root: str, dest: str, flags: int) -> None:
         os.close(fd)
 
 
-def _make_devices(root: str, devices: Sequence[Mapping[str, Any]]) -> None:
-    """Default nodes plus linux.devices, then the /dev symlinks runc creates."""
+def _make_devices(root: str, devices: Sequence[Mapping[str, Any]], in_userns: bool = False) -> None:
+    """Default nodes plus linux.devices, then the /dev symlinks runc creates. A user namespace may not mknod:
+    there each node is a bind mount of the host's (runc's bindMountDeviceNode)."""
     nodes = [{"path": f"/dev/{n}", "type": "c", "major": ma, "minor": mi, "fileMode": 0o666}
              for n, (ma, mi) in _DEFAULT_DEVICES.items()]  # fmt: skip
     old_umask = os.umask(0)
     try:
         for dev in [*nodes, *devices]:
             parent, name = os.path.split(dev["path"])
+            if in_userns:
+                node = open_in_root(root, dev["path"], create="file")
+                try:
+                    _sys.mount(dev["path"], _proc_fd(node), None, _sys.MS_BIND)
+                finally:
+                    os.close(node)
+                continue
             fd = open_in_root(root, parent, create="dir")
             try:
                 kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[
@@ -224,18 +243,42 @@ def _make_devices(root: str, devices: Sequence[Mapping[str, Any]]) -> None:
         os.close(dev_fd)
 
 
-def prepare(spec: Mapping[str, Any], rootfs: str) -> None:
-    """Everything before pivot_root: propagation, the rootfs bind, the spec's mounts, /dev."""
+def prepare(spec: Mapping[str, Any], rootfs: str) -> str:
+    """Everything before pivot_root: propagation, the rootfs bind, the spec's mounts, /dev. Returns the path
+    to pivot into (the rootfs, or in a new user namespace a /proc/self/fd path to it)."""
     linux = spec.get("linux") or {}
     propagation = _PROPAGATION.get(linux.get("rootfsPropagation", ""), _sys.MS_SLAVE | _sys.MS_REC)
     # Stop our mounts from propagating to the host (and pivot_root refuses shared mounts).
     _sys.mount(None, "/", None, propagation)
     _sys.mount(rootfs, rootfs, "bind", _sys.MS_BIND | _sys.MS_REC)
-    mounts = spec.get("mounts") or []
+    mounts = list(spec.get("mounts") or [])
+    in_userns = any(ns.get("type") == "user" for ns in linux.get("namespaces") or [])
+    if in_userns:
+        rootfs, mounts = _become_userns_root(rootfs, mounts)
     for m in mounts:
-        _mount_one(rootfs, m)
+        _mount_one(rootfs, m, in_userns)
     if not any(m["destination"].rstrip("/") == "/dev" and "bind" in (m.get("options") or []) for m in mounts):
-        _make_devices(rootfs, linux.get("devices") or [])
+        _make_devices(rootfs, linux.get("devices") or [], in_userns)
+    return rootfs
+
+
+def _become_userns_root(rootfs: str, mounts: list[Mapping[str, Any]]) -> tuple[str, list[Mapping[str, Any]]]:
+    """In a new user namespace we still have the host's root IDs (unmapped there), so the host's 0700
+    directories above the rootfs and the bind sources still let us through as their owner. Pin those paths
+    as O_PATH fds now, then become the namespace's root (a mapped ID, which files we create must have);
+    from then on every path goes through /proc/self/fd. Like runc's mount source fds, but for the root too.
+    The fds are close-on-exec and closed before the process runs anyway."""
+    root_fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)  # the bind we just made
+    pinned: list[Mapping[str, Any]] = []
+    for m in mounts:
+        flags = parse_options(m.get("options") or [])[0]
+        if (m.get("type") == "bind" or flags & _sys.MS_BIND) and (m.get("source") or "").startswith("/"):
+            fd = os.open(m["source"], os.O_PATH | os.O_CLOEXEC)
+            m = {**m, "source": _proc_fd(fd)}
+        pinned.append(m)
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)  # unmapped -> the namespace's root: effective capabilities stay (permitted)
+    return _proc_fd(root_fd), pinned
 
 
 def pivot(rootfs: str) -> None:

@@ -189,12 +189,15 @@ def default_spec(
     cgroups_path: str | None = None,
     namespaces: Mapping[str, str | None] | None = None,
     annotations: Mapping[str, str] | None = None,
+    id_mappings: Mapping[str, Sequence[Mapping[str, int]]] | None = None,
 ) -> dict[str, Any]:
     """A complete config.json for `args`, secure by default like `docker run` (caps, seccomp, masked paths).
 
     `seccomp_profile`: "default" (Docker-like), None (unconfined) or an OCI `linux.seccomp` object.
     `namespaces`: type -> path to join an existing one (`--network container:X`), or None to drop it.
     `linux_resources`: the output of `resources(...)`.
+    `id_mappings`: {"uidMappings": [...], "gidMappings": [...]} (config-linux.md "User namespace mappings":
+    containerID, hostID, size) puts the container in a new user namespace with those maps.
     """
     if not args:
         raise InvalidArgument("no command given: pass the program to run, e.g. ['sh']")
@@ -215,6 +218,10 @@ def default_spec(
         if kind not in NAMESPACES and path is not None:
             ns_list.append({"type": kind, **({"path": path} if path else {})})
     linux: dict[str, Any] = {"namespaces": ns_list, "resources": res}
+    if id_mappings:
+        ns_list.insert(0, {"type": "user"})
+        linux["uidMappings"] = [dict(m) for m in id_mappings.get("uidMappings") or []]
+        linux["gidMappings"] = [dict(m) for m in id_mappings.get("gidMappings") or []]
     if cgroups_path:
         linux["cgroupsPath"] = cgroups_path
     if not privileged:
