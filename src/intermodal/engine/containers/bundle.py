@@ -4,12 +4,15 @@ backend (our runtime, crun, runc, the micro-VM) consumes the same bundle."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from intermodal.engine.containers import userns
 from intermodal.engine.containers.record import ContainerRecord, Paths
 from intermodal.engine.containers.userdb import resolve_user
 from intermodal.engine.networks import Attachment
@@ -28,6 +31,7 @@ from intermodal.image.snapshots import Snapshotter
 from intermodal.image.store import ImageStore
 from intermodal.runtime import spec as oci
 from intermodal.runtime import sys as linux
+from intermodal.runtime import userns as user_namespaces
 from intermodal.runtime.rootfs import open_in_root
 
 TINI = "/usr/bin/tini-static"
@@ -35,25 +39,69 @@ TINI_TARGET = "/sbin/docker-init"
 
 
 def is_mounted(path: Path) -> bool:
-    target = os.fsencode(str(path))
+    return os.fsencode(str(path)) in _mount_points()
+
+
+def _mount_points() -> set[bytes]:
     with open("/proc/self/mountinfo", "rb") as f:
-        return any(line.split()[4] == target for line in f)
+        return {line.split()[4] for line in f}
 
 
 def mount_rootfs(images: ImageStore, snapshots: Snapshotter, record: ContainerRecord, paths: Paths) -> None:
-    """Unpack the image's layers if needed and mount the container's overlay (idempotent)."""
+    """Unpack the image's layers if needed and mount the container's overlay (idempotent).
+
+    With a private user namespace (--userns=auto) the lower dirs are idmapped views of the shared layers
+    (`layers/<n>`: files owned by 0 appear owned by the range's first ID) and the upper dir belongs to that
+    ID: the container's root owns its files, and no shared snapshot is ever chowned. (overlayfs itself
+    cannot be idmapped, and an idmapped upper dir would leave overlay unable to make its work dir.)"""
     if is_mounted(paths.rootfs):
         return
     image = images.get(record.image)
-    lowers = snapshots.unpack(images.manifest(image), images.config(image))
+    lowers = [*snapshots.unpack(images.manifest(image), images.config(image)), paths.init]
     for d in (paths.rootfs, paths.upper, paths.work):
         d.mkdir(exist_ok=True)
     _make_init_layer(record, paths.init)
-    desc = snapshots.mount([*lowers, paths.init], paths.upper, paths.work)
+    owner = userns.host_root(record)
+    if owner is not None:
+        os.chown(paths.upper, owner, owner)
+        lowers = _idmapped_views(lowers, paths.layers, record.id_mappings)
+    desc = snapshots.mount(lowers, paths.upper, paths.work)
     options = list(desc.options)
     if record.host_config.get("AutoRemove"):
         options.append("volatile")  # its writes are thrown away: skip overlayfs' sync on unmount
-    linux.mount(desc.source, str(paths.rootfs), desc.type, 0, ",".join(options))
+    here = os.open(".", os.O_PATH | os.O_CLOEXEC)
+    try:
+        if owner is not None:  # lower dirs are named relative to layers/ so deep images fit in one page
+            os.chdir(paths.layers)
+        linux.mount(desc.source, str(paths.rootfs), desc.type, 0, ",".join(options))
+    except BaseException:
+        _unmount_layers(paths.layers)
+        raise
+    finally:
+        os.fchdir(here)
+        os.close(here)
+
+
+def _idmapped_views(lowers: list[Path], layers: Path, id_mappings: dict[str, Any]) -> list[Path]:
+    """Mount each lower dir idmapped through a user namespace with the container's maps on layers/<n>;
+    returns the views' names relative to `layers`."""
+    layers.mkdir(mode=0o700, exist_ok=True)
+    mounted = _mount_points()
+    fd = user_namespaces.namespace_fd(id_mappings["uidMappings"], id_mappings["gidMappings"])
+    try:
+        names = []
+        for n, lower in enumerate(lowers):
+            view = layers / str(n)
+            view.mkdir(exist_ok=True)
+            if os.fsencode(str(view)) not in mounted:
+                linux.idmapped_bind(str(lower), str(view), fd)
+            names.append(Path(str(n)))
+        return names
+    except BaseException:
+        _unmount_layers(layers)
+        raise
+    finally:
+        os.close(fd)
 
 
 def _make_init_layer(record: ContainerRecord, init: Path) -> None:
@@ -75,6 +123,65 @@ def _make_init_layer(record: ContainerRecord, init: Path) -> None:
 def unmount_rootfs(paths: Paths) -> None:
     if is_mounted(paths.rootfs):
         linux.umount2(str(paths.rootfs), linux.MNT_DETACH)
+    _unmount_layers(paths.layers)
+
+
+def _unmount_layers(layers: Path) -> None:
+    """Unmount and remove the idmapped layer views (--userns=auto), if any."""
+    if not layers.is_dir():
+        return
+    mounted = _mount_points()
+    for view in layers.iterdir():
+        if os.fsencode(str(view)) in mounted:
+            linux.umount2(str(view), linux.MNT_DETACH)
+        view.rmdir()
+    layers.rmdir()
+
+
+@contextlib.contextmanager
+def unmapped_view(directory: Path, view: Path, id_mappings: dict[str, Any]) -> Iterator[Path]:
+    """`directory` mounted idmapped on `view` with the container's maps inverted: files owned by the range
+    appear owned by the container IDs (0..65535), others by the overflow ID. Unmounted afterwards."""
+
+    def invert(maps: list[dict[str, int]]) -> list[dict[str, int]]:
+        return [{"containerID": m["hostID"], "hostID": m["containerID"], "size": m["size"]} for m in maps]
+
+    view.mkdir(mode=0o700, exist_ok=True)
+    fd = user_namespaces.namespace_fd(invert(id_mappings["uidMappings"]), invert(id_mappings["gidMappings"]))
+    try:
+        linux.idmapped_bind(str(directory), str(view), fd)
+    finally:
+        os.close(fd)
+    try:
+        yield view
+    finally:
+        linux.umount2(str(view), linux.MNT_DETACH)
+        view.rmdir()
+
+
+def give_to_container_root(record: ContainerRecord, paths: Paths) -> None:
+    """With a private user namespace, the engine-managed /etc files belong to the container's root (as with
+    Docker's userns-remap), so it can edit its /etc/hosts; without one they stay root's."""
+    owner = userns.host_root(record)
+    if owner is not None:
+        for path in (paths.hosts, paths.hostname, paths.resolv):
+            os.chown(path, owner, owner)
+
+
+def check_runtime_can_reach(record: ContainerRecord, paths: Paths) -> None:
+    """runc resolves the rootfs path from inside the user namespace, as the range's root: every directory
+    above it must let others through (o+x). Docker checks the same for its data root; so do we, to fail
+    with the reason instead of runc's "permission denied". (Our runtime and crun open it beforehand.)"""
+    owner = userns.host_root(record)
+    if owner is None:
+        return
+    for parent in paths.rootfs.parents:
+        st = parent.stat()
+        if not st.st_mode & 0o001 and st.st_uid != owner:
+            raise InvalidArgument(
+                f"--userns=auto with {record.runtime}: {parent} does not let the container's remapped root "
+                f"(uid {owner}) through; allow o+x on it (chmod o+x {parent}) or use another runtime"
+            )
 
 
 def resolve_mounts(record: ContainerRecord, volumes: VolumeStore, paths: Paths) -> list[dict[str, Any]]:
@@ -92,11 +199,13 @@ def resolve_mounts(record: ContainerRecord, volumes: VolumeStore, paths: Paths) 
     requests += image_volumes(record.config.get("Volumes"), seen)
     out = []
     for r in requests:
-        out.append(_resolve_one(r, volumes, paths))
+        out.append(_resolve_one(r, volumes, paths, userns.host_root(record)))
     return out
 
 
-def _resolve_one(r: MountRequest, volumes: VolumeStore, paths: Paths) -> dict[str, Any]:
+def _resolve_one(
+    r: MountRequest, volumes: VolumeStore, paths: Paths, owner: int | None = None
+) -> dict[str, Any]:
     base = {
         "Destination": r.destination,
         "Mode": ",".join(r.options),
@@ -116,6 +225,8 @@ def _resolve_one(r: MountRequest, volumes: VolumeStore, paths: Paths) -> dict[st
     data = volumes.data_dir(meta["Name"])
     if fresh and r.copy_up:
         _copy_image_content(paths.rootfs, r.destination, data)
+    if fresh and owner is not None and data.stat().st_uid == 0:  # a new volume is the container root's
+        os.chown(data, owner, owner)
     return {"Type": "volume", "Name": meta["Name"], "Source": str(data), "Driver": "local", **base}
 
 
@@ -266,7 +377,15 @@ def build_spec(
         cgroups_path=f"/intermodal/{record.id}",  # absolute: runc puts relative paths under its own cgroup
         namespaces={"network": netns} if netns != "" else None,
         annotations={"org.opencontainers.image.ref.name": record.image_name, **_vm_annotations(hc)},
+        id_mappings=record.id_mappings or None,
     )
+    if record.id_mappings and netns != "":
+        # sysfs can only be mounted by the owner of the network namespace; the engine's pinned namespace
+        # (or the host's) belongs to the host's user namespace, so bind the host's /sys read-only instead,
+        # as Podman does (runc 1.1 has no fallback of its own).
+        for m in spec["mounts"]:
+            if m["destination"] == "/sys" and m["type"] == "sysfs":
+                m.update(type="bind", source="/sys", options=["rbind", "nosuid", "noexec", "nodev", "ro"])
     return spec
 
 

@@ -71,10 +71,20 @@ def _frozen(svc: ContainerService, cid: str, pause: bool) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _upper(svc: ContainerService, cid: str) -> Iterator[Path]:
-    """The upper dir; a container that never started has none, which is an empty layer."""
-    upper = svc.paths(cid).upper
-    if upper.is_dir():
+    """The upper dir; a container that never started has none, which is an empty layer. With --userns=auto
+    its files belong to the container's host range: the layer is written from an idmapped view that maps
+    the range back to 0.. (the inverse of the container's maps), so the image is owned as inside."""
+    paths = svc.paths(cid)
+    upper = paths.upper
+    if not upper.is_dir():
+        with tempfile.TemporaryDirectory() as empty:
+            yield Path(empty)
+        return
+    id_mappings = svc.store.load(cid).id_mappings
+    if not id_mappings:
         yield upper
         return
-    with tempfile.TemporaryDirectory() as empty:
-        yield Path(empty)
+    from intermodal.engine.containers import bundle
+
+    with bundle.unmapped_view(upper, paths.dir / "commit-view", id_mappings) as view:
+        yield view

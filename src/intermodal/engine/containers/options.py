@@ -315,11 +315,15 @@ def vm_config(opts: RunOptions) -> dict[str, Any]:
     }
 
 
+USERNS_MODES = ("host", "auto", "private")
+
+
 def _userns(mode: str) -> str:
-    """Docker's `--userns` takes only `host` (opting out of daemon-wide remapping, which we do not do).
-    Podman's private user namespaces (`auto`, `keep-id`, `private`) are not implemented: say so."""
-    if mode not in ("", "host"):
+    """Docker's `host` (the host's user namespace; it also opts out of an engine default) and Podman's
+    `auto` (a private namespace with its own 65536-ID range from the engine's pool, see containers/userns.py);
+    `private` is taken as `auto`. Podman's `keep-id`, `nomap` and `auto:size=N` are not implemented."""
+    if mode not in ("", *USERNS_MODES):
         raise InvalidArgument(
-            f"unsupported --userns {mode!r}: only 'host' is available (containers run in the host's user namespace)"
+            f"invalid --userns {mode!r}: use host, auto or private (keep-id, nomap and auto:OPTIONS are not supported)"
         )
     return mode

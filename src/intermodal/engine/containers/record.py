@@ -60,6 +60,8 @@ class ContainerRecord:
     explicitly_stopped: bool = (
         False  # `stop`/`kill` by the user: restart policies other than always don't apply
     )
+    # --userns=auto: the ID range allocated to this container, as OCI's linux.uidMappings/gidMappings
+    id_mappings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def status(self) -> str:
@@ -84,6 +86,7 @@ class Paths:
     hostname = property(lambda self: self.dir / "hostname")
     resolv = property(lambda self: self.dir / "resolv.conf")
     init = property(lambda self: self.dir / "init")
+    layers = property(lambda self: self.dir / "layers")  # idmapped views of the lower dirs (--userns=auto)
 
 
 class ContainerStore:

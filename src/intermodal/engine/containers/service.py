@@ -32,7 +32,7 @@ from intermodal.runtime.state import process_start_time
 
 if TYPE_CHECKING:
     from intermodal.engine import volumes as volume_specs
-    from intermodal.engine.containers import attach, monitor
+    from intermodal.engine.containers import attach, monitor, userns
     from intermodal.engine.containers import bundle as bundles
     from intermodal.engine.containers import options as run_options
     from intermodal.engine.containers.options import RunOptions
@@ -49,6 +49,7 @@ else:
     monitor = lazy_import("intermodal.engine.containers.monitor")
     attach = lazy_import("intermodal.engine.containers.attach")
     run_options = lazy_import("intermodal.engine.containers.options")
+    userns = lazy_import("intermodal.engine.containers.userns")
     volume_specs = lazy_import("intermodal.engine.volumes")
     oci = lazy_import("intermodal.isolation.oci")
     cgroups = lazy_import("intermodal.runtime.cgroups")
@@ -145,9 +146,20 @@ class ContainerService:
         image_config = self.images.config(image).config
         cid = self.store.new_id()
         config = run_options.container_config(opts, image_config, cid)
+        engine_config = read_json(self.root / "config.json", {}) or {}
         if not (opts.isolation or opts.runtime):
-            opts.isolation = (read_json(self.root / "config.json", {}) or {}).get("isolation", "")
+            opts.isolation = engine_config.get("isolation", "")
+        default_userns = not opts.userns
+        if default_userns:  # Docker's daemon-wide userns-remap: {"userns": "auto"}; --userns=host opts out
+            opts.userns = engine_config.get("userns", "")
         hc = run_options.host_config(opts)
+        private_userns = hc["UsernsMode"] in userns.PRIVATE_MODES
+        if private_userns and hc["Runtime"] == oci.VM:
+            if not default_userns:
+                raise InvalidArgument(
+                    "--userns=auto needs a container runtime: a micro-VM has its own kernel"
+                )
+            hc["UsernsMode"], private_userns = "", False
         self.networks.check(hc)
         if hc["NetworkMode"].startswith("container:"):  # Docker: the joined container's host name too
             config["Hostname"] = self.store.resolve(hc["NetworkMode"].partition(":")[2]).config["Hostname"]
@@ -178,7 +190,11 @@ class ContainerService:
             host_config=hc,
             runtime=runtime,
         )
-        self.store.add(record)
+        if private_userns:
+            with userns.allocate(self.root, self.store, record):
+                self.store.add(record)
+        else:
+            self.store.add(record)
         return record
 
     # -- start ----------------------------------------------------------------------------------------------
@@ -190,6 +206,9 @@ class ContainerService:
             mounts = bundles.resolve_mounts(record, self.volumes, paths)
             network = self.networks.attach(record)
             bundles.write_etc_files(record, paths, network)
+            bundles.give_to_container_root(record, paths)
+            if record.runtime not in (oci.BUILTIN, "crun") and os.path.basename(record.runtime) != "crun":
+                bundles.check_runtime_can_reach(record, paths)
             bundles.write_bundle(bundles.build_spec(record, paths, mounts, network.namespace), paths)
         except BaseException:
             self.networks.detach(record.id)
