@@ -124,9 +124,10 @@ run_slot() {  # $1 slot, $2 the host's script, which sets NONCE, TTY, STDIN, SIZ
 . /config.sh
 configure  # mounts /proc, /sys and /dev too (bundle.py): the ports appear meanwhile
 need_ports ctl || fail "no channel to the host"
-read -r flags < /sys/class/net/lo/flags && echo $((flags | 1)) > /sys/class/net/lo/flags  # lo up (IFF_UP)
 exec 3<>"$port_ctl"
 echo ready >&3
+# lo up (IFF_UP) without a process, while the host answers: nothing runs before the loop below reads `run`
+read -r flags < /sys/class/net/lo/flags && echo $((flags | 1)) > /sys/class/net/lo/flags
 while read -r op slot arg <&3; do
     case "$op" in
         run)  # followed by the script's $arg lines

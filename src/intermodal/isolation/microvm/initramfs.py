@@ -123,6 +123,13 @@ def vm_image(base: Path, config: str, files: Iterable[tuple[str, bytes, int]], d
     for name, data, mode in files:
         archive.file(f"files/{name}", data, mode)
     with open(base, "rb") as src, open(dest, "wb") as out:
-        shutil.copyfileobj(src, out)
+        try:  # in the kernel (a reflink where the filesystem can): ≈3 MB per boot
+            while os.copy_file_range(src.fileno(), out.fileno(), 1 << 24):
+                pass
+        except OSError:
+            src.seek(0)
+            out.seek(0)
+            out.truncate()
+            shutil.copyfileobj(src, out)
         out.write(archive.finish())
     return dest
