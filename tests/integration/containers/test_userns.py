@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from engine_cli import Engine, mount_count
+from engine_cli import INTERMODAL, Engine, mount_count
 
 RUNTIMES = ["intermodal", "crun", "runc"]
 POOL = 100_000
@@ -166,3 +167,26 @@ def test_commit_maps_the_range_back_to_container_ids(engine: Engine) -> None:
         "run", "--rm", "committed:1", "sh", "-c", "stat -c %u:%g /d /d/f; test -e /etc/passwd || echo gone"
     )
     assert out.stdout.split() == ["0:0", "1000:1000", "gone"]
+
+
+def _tar_listing(engine: Engine, *args: str) -> str:
+    stream = subprocess.run([INTERMODAL, "--root", str(engine.root), *args], capture_output=True, check=True)
+    return subprocess.run(
+        ["tar", "tvf", "-"], input=stream.stdout, capture_output=True, check=True
+    ).stdout.decode()
+
+
+def test_cp_and_export_use_the_container_ids(engine: Engine, tmp_path: Path) -> None:
+    cid = engine(
+        "run", "-d", "--userns=auto", "busybox", "sh", "-c", "mkdir /own && chown 1000 /own && sleep 600"
+    ).stdout.strip()
+    (tmp_path / "hello").write_text("hi\n")
+    engine("exec", cid, "sh", "-c", "until [ -d /own ]; do sleep 0.05; done")
+    engine("cp", str(tmp_path / "hello"), f"{cid}:/own/hello")
+    assert engine("exec", cid, "stat", "-c", "%u:%g", "/own/hello").stdout.strip() == "0:0"
+    assert (engine.root / "containers" / cid / "diff" / "own" / "hello").stat().st_uid == POOL
+    listing = _tar_listing(engine, "cp", f"{cid}:/own", "-")
+    assert " 1000/0 " in listing and " 0/0 " in listing
+    exported = _tar_listing(engine, "export", cid)
+    assert any(line.endswith(" bin/busybox") and " 0/0 " in line for line in exported.splitlines())
+    engine("rm", "-f", cid)

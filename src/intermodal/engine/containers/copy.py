@@ -30,14 +30,17 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from intermodal import errors
 from intermodal.engine.containers import bundle as bundles
+from intermodal.engine.containers import userns
 from intermodal.engine.containers.record import ContainerRecord
 from intermodal.engine.containers.service import ACTIVE, ContainerService
 from intermodal.errors import IntermodalError, InvalidArgument, NotFound
 from intermodal.image.layer import apply_layer, set_special_type
+from intermodal.runtime import sys as linux
+from intermodal.runtime import userns as user_namespaces
 from intermodal.runtime.rootfs import open_in_root
 
 _CHUNK = 1 << 20
@@ -86,14 +89,15 @@ def copy_out(svc: ContainerService, src: Location, dest: str, *, follow: bool, a
             is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
             contents = is_dir and _contents_only(src.path)
             name = os.path.basename(src.path.rstrip("/")) or "."
+            ids = userns.container_ids(record)
             if dest == "-":  # Docker keeps the container's owners in the stream
-                write_tar(sys.stdout.buffer, fd, "" if contents else name)
+                write_tar(sys.stdout.buffer, fd, "" if contents else name, ids=ids)
                 sys.stdout.buffer.flush()
                 return
             target, arcname = _host_target(dest, is_dir=is_dir, contents=contents, name=name)
             owner = None if archive else (os.getuid(), os.getgid())
             _pump(
-                lambda out: write_tar(out, fd, arcname, owner=owner),
+                lambda out: write_tar(out, fd, arcname, owner=owner, ids=ids),
                 lambda stream: apply_layer(stream, target),
             )
         finally:
@@ -106,7 +110,7 @@ def export(svc: ContainerService, record: ContainerRecord, out: BinaryIO) -> Non
     with mounted_rootfs(svc, record) as rootfs:
         fd = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            write_tar(out, fd, "")
+            write_tar(out, fd, "", ids=userns.container_ids(record))
         finally:
             os.close(fd)
 
@@ -169,13 +173,14 @@ def copy_in(svc: ContainerService, source: str, dst: Location, *, follow: bool, 
             target, arcname = _container_target(
                 rootfs, Location(dst.container, inner), source, is_dir=is_dir, name=name
             )
+            maps = record.id_mappings or None
             if source == "-":
-                with _unpacker_in_root(rootfs, target, from_stdin=True):
+                with _unpacker_in_root(rootfs, target, from_stdin=True, id_mappings=maps):
                     return
             top = os.open(name, os.O_PATH | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW), dir_fd=parent_fd)
             try:
                 owner = None if archive else (0, 0)  # Docker: files copied in belong to root
-                with _unpacker_in_root(rootfs, target) as out:
+                with _unpacker_in_root(rootfs, target, id_mappings=maps) as out:
                     assert out is not None
                     write_tar(out, top, arcname, owner=owner)
             finally:
@@ -233,10 +238,19 @@ def _inside(rootfs: str, fd: int) -> str:
 
 
 @contextlib.contextmanager
-def _unpacker_in_root(rootfs: str, target: str, *, from_stdin: bool = False) -> Iterator[BinaryIO | None]:
+def _unpacker_in_root(
+    rootfs: str, target: str, *, from_stdin: bool = False, id_mappings: dict[str, Any] | None = None
+) -> Iterator[BinaryIO | None]:
     """A child chroot(2)ed into the rootfs runs `apply_layer(tar, target)`; the block writes the tar into
-    the pipe it yields (or the child reads our stdin). Re-raises the child's error after the block."""
+    the pipe it yields (or the child reads our stdin). Re-raises the child's error after the block.
+    With `id_mappings` (--userns=auto) the child is first the root of a user namespace with the container's
+    maps, so the owners in the tar are the container's IDs, as inside."""
     root_fd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    userns_fd = (
+        user_namespaces.namespace_fd(id_mappings["uidMappings"], id_mappings["gidMappings"])
+        if id_mappings
+        else -1
+    )
     r, w = (os.dup(sys.stdin.fileno()), -1) if from_stdin else os.pipe()
     err_r, err_w = os.pipe()
     for stream in (sys.stdout, sys.stderr):
@@ -247,6 +261,10 @@ def _unpacker_in_root(rootfs: str, target: str, *, from_stdin: bool = False) -> 
             os.close(err_r)
             if w >= 0:
                 os.close(w)  # or the child would never see the end of its own input
+            if userns_fd >= 0:  # before chroot: a chrooted process may not join a user namespace
+                linux.setns(userns_fd, linux.CLONE_NEWUSER)
+                os.setresgid(0, 0, 0)
+                os.setresuid(0, 0, 0)
             os.fchdir(root_fd)  # the mount itself, even if the container stopped and it was detached
             os.chroot(".")
             os.chdir("/")
@@ -258,7 +276,7 @@ def _unpacker_in_root(rootfs: str, target: str, *, from_stdin: bool = False) -> 
             with contextlib.suppress(BaseException):
                 os.write(err_w, f"{type(e).__name__}\n{e}".encode(errors="replace"))
             os._exit(1)
-    for fd in (r, err_w, root_fd):
+    for fd in (r, err_w, root_fd, *([userns_fd] if userns_fd >= 0 else [])):
         os.close(fd)
     try:
         if w < 0:
@@ -364,10 +382,11 @@ def _pump(produce: Callable[[BinaryIO], None], consume: Callable[[BinaryIO], obj
         raise failure[0]
 
 
-def write_tar(out: BinaryIO, top: int, arcname: str, *, owner: tuple[int, int] | None = None) -> None:
+def write_tar(out: BinaryIO, top: int, arcname: str, *, owner: tuple[int, int] | None = None,
+              ids: Callable[[int], int] | None = None) -> None:  # fmt: skip
     """Archive the entry `top` (an O_PATH fd) as `arcname`, or only a directory's content if `arcname` is
-    "". Everything is read relative to file descriptors and never followed; `owner` replaces uid/gid.
-    Names are numeric only: no user database is consulted."""
+    "". Everything is read relative to file descriptors and never followed; `owner` replaces uid/gid, `ids`
+    maps host IDs to a container's. Names are numeric only: no user database is consulted."""
     hardlinks: dict[tuple[int, int], str] = {}
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
 
@@ -377,7 +396,9 @@ def write_tar(out: BinaryIO, top: int, arcname: str, *, owner: tuple[int, int] |
                 raise InvalidArgument(f"cannot copy {name!r}: names starting with .wh. are layer whiteouts")
             info = tarfile.TarInfo(name)
             info.mode, info.mtime = stat.S_IMODE(st.st_mode), st.st_mtime
-            info.uid, info.gid = owner or (st.st_uid, st.st_gid)
+            info.uid, info.gid = owner or (
+                (ids(st.st_uid), ids(st.st_gid)) if ids else (st.st_uid, st.st_gid)
+            )
             if stat.S_ISREG(st.st_mode):
                 key = (st.st_dev, st.st_ino)
                 if key in hardlinks:

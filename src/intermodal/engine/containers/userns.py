@@ -14,7 +14,7 @@ volumes are given to the range's root.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,15 @@ def host_root(record: ContainerRecord) -> int | None:
     """The host ID the container's root maps to (None: the container shares the host's user namespace)."""
     uid_maps = record.id_mappings.get("uidMappings") or []
     return int(uid_maps[0]["hostID"]) if uid_maps else None
+
+
+def container_ids(record: ContainerRecord) -> Callable[[int], int] | None:
+    """Host ID -> the ID the container sees (the overflow ID 65534 outside its range); None without a
+    private user namespace. For archives of its files (`cp` out, `export`), which keep the owners it sees."""
+    first = host_root(record)
+    if first is None:
+        return None
+    return lambda host_id: host_id - first if first <= host_id < first + RANGE_SIZE else 65534
 
 
 @contextlib.contextmanager
