@@ -93,7 +93,7 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--vm-kernel", default="", help="Guest kernel for --isolation=vm (vmlinux or vmlinuz)."),
         click.option("--log-opt", multiple=True, help="Log driver options (max-size, max-file)."),
         click.option("--ulimit", multiple=True, help="Ulimit options."),
-        click.option("--userns", default="", help="User namespace to use."),
+        click.option("--userns", default="", help="User namespace: host, auto or private."),
         click.option(
             "--pull", default="missing", help="Pull image before running: missing, always or never."
         ),
