@@ -69,10 +69,12 @@ def mount_rootfs(images: ImageStore, snapshots: Snapshotter, record: ContainerRe
     options = list(desc.options)
     if record.host_config.get("AutoRemove"):
         options.append("volatile")  # its writes are thrown away: skip overlayfs' sync on unmount
+    if owner is None:
+        linux.mount(desc.source, str(paths.rootfs), desc.type, 0, ",".join(options))
+        return
     here = os.open(".", os.O_PATH | os.O_CLOEXEC)
-    try:
-        if owner is not None:  # lower dirs are named relative to layers/ so deep images fit in one page
-            os.chdir(paths.layers)
+    try:  # the views are named relative to layers/ (overlay resolves them from our cwd): deep images fit
+        os.chdir(paths.layers)
         linux.mount(desc.source, str(paths.rootfs), desc.type, 0, ",".join(options))
     except BaseException:
         _unmount_layers(paths.layers)
