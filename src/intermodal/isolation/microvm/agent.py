@@ -69,7 +69,9 @@ set_hostname() { printf %s "$1" > /proc/sys/kernel/hostname; }
 net_setup() {  # $1 address/prefix, $2 gateway or -, $3 MTU: the container's eth0, now ours (network.py)
     for m in /lib/modules/net/*.ko; do insmod "$m" || fail "cannot load $m"; done
     wait_for /sys/class/net/eth0
-    ip link set eth0 mtu "$3" up && ip addr add "$1" dev eth0 || fail "cannot configure eth0"
+    # MTU and IFF_UP through sysfs (no process), the address and the route through ip
+    echo "$3" > /sys/class/net/eth0/mtu && read -r flags < /sys/class/net/eth0/flags &&
+        echo $((flags | 1)) > /sys/class/net/eth0/flags && ip addr add "$1" dev eth0 || fail "cannot configure eth0"
     [ "$2" = - ] || ip route add default via "$2" || fail "cannot add the default route"
 }
 link_ports() {  # port_NAME=/dev/vportXpY for the virtio-serial ports that have appeared (no process)
