@@ -1,7 +1,7 @@
 """The guest's initramfs, written by our code as a cpio "newc" archive (the format the kernel unpacks,
 Documentation/driver-api/early-userspace/buffer-format.rst): static busybox, the virtio modules and the
 agent. It is cached under a hash of those inputs. Each VM appends a second small archive with its own
-configuration; the kernel unpacks concatenated archives in order."""
+configuration (and the network modules if it has a NIC); the kernel unpacks concatenated archives in order."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import hashlib
 import os
 import shutil
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from intermodal.errors import NotFound
@@ -18,7 +18,7 @@ from intermodal.isolation.microvm import agent
 from intermodal.isolation.microvm.kernel import Kernel
 
 BUSYBOX = "/bin/busybox"
-_FORMAT = "3"  # bump when the layout below changes
+_FORMAT = "4"  # bump when the layout below changes
 
 
 class Archive:
@@ -57,7 +57,7 @@ def base_image(kernel: Kernel, cache_dir: Path) -> Path:
     """The shared initramfs for `kernel`, built once per set of inputs."""
     if not os.path.exists(BUSYBOX):
         raise NotFound(f"{BUSYBOX} is missing: install Debian's busybox-static (the guest's userland)")
-    inputs = [Path(BUSYBOX), *kernel.modules, *kernel.net_modules]
+    inputs = [Path(BUSYBOX), *kernel.modules]
     # Keyed by the inputs' names and stat, not their content: hashing ≈3 MB costs every boot ≈5 ms.
     digest = hashlib.sha256(_FORMAT.encode() + agent.INIT.encode() + agent.FSTAB.encode())
     digest.update(" ".join(agent.APPLETS).encode())
@@ -69,7 +69,6 @@ def base_image(kernel: Kernel, cache_dir: Path) -> Path:
         return path
     busybox = Path(BUSYBOX).read_bytes()
     modules = [(m.name, m.read_bytes()) for m in kernel.modules]
-    net_modules = [(m.name, m.read_bytes()) for m in kernel.net_modules]
     archive = Archive()
     for d in (
         "bin",
@@ -90,8 +89,6 @@ def base_image(kernel: Kernel, cache_dir: Path) -> Path:
         archive.symlink(f"bin/{applet}", "busybox")
     for i, (name, data) in enumerate(modules):
         archive.file(f"lib/modules/{i:02d}-{name}", data)
-    for i, (name, data) in enumerate(net_modules):
-        archive.file(f"lib/modules/net/{i:02d}-{name}", data)
     _oci_dev(archive)
     archive.file("etc/fstab", agent.FSTAB.encode())
     archive.file("init", agent.INIT.encode(), 0o755)
@@ -116,12 +113,21 @@ def _oci_dev(archive: Archive) -> None:
         archive.symlink(f"dev.oci/{name}", target)
 
 
-def vm_image(base: Path, config: str, files: Iterable[tuple[str, bytes, int]], dest: Path) -> Path:
-    """`base` followed by this VM's archive: /config.sh and the files bound into the rootfs (/files/NAME)."""
+def vm_image(
+    base: Path,
+    config: str,
+    files: Iterable[tuple[str, bytes, int]],
+    dest: Path,
+    net_modules: Sequence[Path] = (),
+) -> Path:
+    """`base` followed by this VM's archive: /config.sh, the files bound into the rootfs (/files/NAME) and,
+    for a VM with a NIC, the network modules (the others' guests need not unpack them)."""
     archive = Archive()
     archive.file("config.sh", config.encode(), 0o644)
     for name, data, mode in files:
         archive.file(f"files/{name}", data, mode)
+    for i, module in enumerate(net_modules):
+        archive.file(f"lib/modules/net/{i:02d}-{module.name}", module.read_bytes())
     with open(base, "rb") as src, open(dest, "wb") as out:
         try:  # in the kernel (a reflink where the filesystem can): ≈3 MB per boot
             while os.copy_file_range(src.fileno(), out.fileno(), 1 << 24):

@@ -134,7 +134,8 @@ def create(root: Path, cid: str, bundle: Path, pid_file: str | None, console_soc
         plan.nic = nic.as_dict() if nic else None
         plan.accel = probe.resolve(annotations.get(ANNOTATION_ACCEL) or "auto", assets, guest.vmlinux, base)
         config, files = vmbundle.guest_config(spec, plan, host_mount_points=True)
-        plan.initrd = str(initramfs.vm_image(base, config, files, state_dir / "initrd.cpio"))
+        net_modules = guest.net_modules if plan.nic else ()
+        plan.initrd = str(initramfs.vm_image(base, config, files, state_dir / "initrd.cpio", net_modules))
         if plan.rootfs_transport == "ext4":
             plan.rootfs_image = str(state_dir / "rootfs.ext4")
             vmbundle.make_ext4(Path(plan.rootfs), Path(plan.rootfs_image))
