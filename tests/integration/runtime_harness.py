@@ -24,6 +24,12 @@ OURS = shutil.which("intermodal-runtime") or str(Path(__file__).parents[2] / ".v
 CRUN = ["unshare", "-m", "sh", "-c", 'umount /sys/fs/cgroup/unified 2>/dev/null; exec crun "$@"', "crun"]
 
 
+def mounts_mentioning(path: Path) -> list[str]:
+    """Host mount table lines about `path` (the whole table would count other programs' mounts too)."""
+    with open("/proc/self/mountinfo") as f:
+        return [line for line in f if str(path) in line]
+
+
 def build_busybox_rootfs(path: Path) -> Path:
     """A minimal rootfs: static busybox, one relative symlink per applet, /etc/passwd and /etc/group."""
     bindir = path / "bin"

@@ -10,17 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from runtime_harness import mounts_mentioning
 
 from intermodal.runtime import cgroups
 from intermodal.runtime import spec as oci
 
 pytestmark = pytest.mark.root
-
-
-def _mounts_mentioning(path: Path) -> list[str]:
-    """Host mount table lines about `path` (the whole table would count other programs' mounts too)."""
-    with open("/proc/self/mountinfo") as f:
-        return [line for line in f if str(path) in line]
 
 
 def test_exit_code_and_stdout_pass_through(runtime: Any, make_bundle: Callable[..., Path]) -> None:
@@ -94,7 +89,7 @@ def test_pids_limit_enforced(runtime: Any, make_bundle: Callable[..., Path]) -> 
 
 def test_lifecycle_state_kill_delete(runtime: Any, make_bundle: Callable[..., Path]) -> None:
     bundle = make_bundle(["sleep", "600"], cgroups_path=f"/intermodal-test/life-{runtime.name}")
-    mounts_before = _mounts_mentioning(bundle.parent)
+    mounts_before = mounts_mentioning(bundle.parent)
     with open(os.devnull, "w") as null:
         pid = runtime.create("life", bundle, stdout=null, stderr=null)
     state = runtime.state("life")
@@ -111,7 +106,7 @@ def test_lifecycle_state_kill_delete(runtime: Any, make_bundle: Callable[..., Pa
     runtime("delete", "life")
     assert runtime("state", "life", check=False).returncode != 0
     assert not cgroups.V1(f"/intermodal-test/life-{runtime.name}").exists()
-    assert _mounts_mentioning(bundle.parent) == mounts_before
+    assert mounts_mentioning(bundle.parent) == mounts_before
 
 
 def test_delete_force_and_delete_created(runtime: Any, make_bundle: Callable[..., Path]) -> None:
