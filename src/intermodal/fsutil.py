@@ -58,13 +58,15 @@ def read_json(path: Path, default: Any = None) -> Any:
 
 
 @contextlib.contextmanager
-def file_lock(path: Path, *, shared: bool = False) -> Iterator[None]:
-    """Hold an flock on `path` (created if needed) for the duration of the block.
+def file_lock(path: Path, *, shared: bool = False, make_parent: bool = True) -> Iterator[None]:
+    """Hold an flock on `path` (created if needed, and its directory unless not `make_parent`: a lock
+    inside something another process may delete must not bring it back) for the duration of the block.
 
     flock locks belong to the open file description, so they are released if the process dies: a killed
     command never leaves the store locked.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if make_parent:
+        path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)

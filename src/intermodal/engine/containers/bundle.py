@@ -421,7 +421,13 @@ def write_bundle(spec: dict[str, Any], paths: Paths) -> None:
 
 
 def remove_files(paths: Paths) -> None:
-    shutil.rmtree(paths.dir, ignore_errors=True)
+    """Delete the container's directory. Another command may create its lock file while the tree is being
+    deleted (conmon's exit command for a container just killed), which leaves the directory non-empty
+    once: deleting again then finishes it, as the lock is never created in a directory that is gone."""
+    for _ in range(3):
+        shutil.rmtree(paths.dir, ignore_errors=True)
+        if not paths.dir.exists():
+            return
 
 
 def stop_signal_number(name: str) -> int:

@@ -104,9 +104,11 @@ class ContainerStore:
     @contextlib.contextmanager
     def locked(self, cid: str) -> Iterator[None]:
         """Serialise every state change of one container across processes."""
-        if not self.dir(cid).is_dir():
-            raise NotFound(f"no such container: {cid}")  # never re-create a removed container's directory
-        with file_lock(self.root / cid / "lock"):
+        with contextlib.ExitStack() as stack:
+            try:  # never re-create the directory of a container just removed
+                stack.enter_context(file_lock(self.root / cid / "lock", make_parent=False))
+            except FileNotFoundError:
+                raise NotFound(f"no such container: {cid}") from None
             yield
 
     def load(self, cid: str) -> ContainerRecord:
