@@ -68,7 +68,7 @@ def bare_qemu(guest: kernel.Kernel, accel: str, work: Path) -> Callable[[], None
     archive.file("init", BARE_INIT.encode(), 0o755)
     initrd = work / "bare.cpio"
     initrd.write_bytes(archive.finish())
-    socket_path = Path(tempfile.mkdtemp(prefix="vmb-")) / "fs.sock"
+    socket_path = work / "fs.sock"  # removed with `work` (a mkdtemp of its own here was never removed)
 
     def run() -> None:
         daemon = subprocess.Popen([VIRTIOFSD, f"--socket-path={socket_path}", "-o", f"source={rootfs}",
