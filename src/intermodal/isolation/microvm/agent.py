@@ -13,7 +13,9 @@ boot: each port costs the guest ≈0.1 s to add under TCG, so the shim hot-plugs
 first time the slot is used.
 A port buffers nothing once its host side has gone, so after a process exits the agent writes the slot's
 random NONCE to its output ports before reporting the exit: the host forwards a stream until it ends with
-the nonce and only then lets the guest power off, so no output is lost at exit.
+the nonce and only then ends the VM, so no output is lost at exit; the agent syncs the guest's file systems
+before it reports the container process's exit, so the host can kill QEMU then instead of waiting for the
+guest to power off (`poweroff` remains for a guest whose output does not end).
 Every process the agent starts costs ≈10 ms under TCG (fork, and exec for most applets), so the boot path
 uses shell builtins wherever it can and batches mounts into `mount -a` of fstab files (bundle.py)."""
 
@@ -116,6 +118,7 @@ run_slot() {  # $1 slot, $2 the host's script, which sets NONCE, TTY, STDIN, SIZ
     echo $! > "/run/$k.pid"
     wait $!
     code=$?
+    [ "$k" != 0 ] || sync  # before the exit report: the host may then end the VM at once (shim.py)
     : > "/run/$k.pid"
     printf %s "$NONCE" >&4
     [ -n "$TTY" ] || printf %s "$NONCE" >&5

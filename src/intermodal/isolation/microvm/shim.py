@@ -285,8 +285,13 @@ class Shim:
                     return self._finish()
             self._deliver_signals()
             if self.code is not None and not self.poweroff_sent_at:
-                drained = all(stream.done for _, stream in self.streams.values())
-                if drained or time.monotonic() > self.exit_seen_at + DRAIN_SECONDS:
+                if all(stream.done for _, stream in self.streams.values()):
+                    # The agent synced before reporting the exit and the output is all here: nothing in the
+                    # guest is left to lose, so end QEMU now rather than wait for the guest's power-off
+                    # (a round trip, a process and the kernel's shutdown: ≈40 ms under TCG).
+                    self.qemu.kill()
+                    self.poweroff_sent_at = time.monotonic()
+                elif time.monotonic() > self.exit_seen_at + DRAIN_SECONDS:
                     self._send(b"poweroff\n")
                     self.poweroff_sent_at = time.monotonic()
             elif self.poweroff_sent_at and time.monotonic() > self.poweroff_sent_at + DRAIN_SECONDS:
