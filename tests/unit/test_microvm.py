@@ -95,7 +95,31 @@ def test_process_script_quotes_args_env_and_applies_the_spec() -> None:
     assert argv[:4] == ["env", "-i", "X=1 2", "Y=quote'd"]
     assert argv[4:6] == ["setpriv", "--nnp"]
     assert argv[6:] == ["nsenter", "-r/newroot", "-w/newroot/w d", "-S", "1000", "-G", "100",
-                        "--", *process["args"]]  # fmt: skip
+                        "--", "$exe", *process["args"][1:]]  # fmt: skip
+
+
+def test_the_command_is_looked_up_in_the_images_path_not_run_as_an_applet(tmp_path: Path) -> None:
+    """busybox would run its own `true` for a bare name; the script must hand the image's program over.
+    The generated shell runs here with NEWROOT pointing at a fake root."""
+    root = tmp_path / "root"
+    (root / "usr/local/bin").mkdir(parents=True)
+    (root / "bin").mkdir()
+    (root / "usr/local/bin/true").write_text("#!/bin/sh\n")
+    os.symlink("/bin/busybox", root / "bin/ls")  # dangling outside the image: still found, as execvp would
+
+    def exe_for(args: list[str], env: list[str]) -> str:
+        script = agent.process_script({"args": args, "env": env}, 0, attach_stdin=False, nonce="n")
+        lookup = "\n".join(line for line in script.splitlines() if line.startswith(("exe=", "for d in")))
+        lookup = lookup.replace(agent.NEWROOT, str(root))
+        out = subprocess.run(
+            ["sh", "-c", lookup + '\nprintf %s "$exe"'], capture_output=True, text=True, check=True
+        )
+        return out.stdout
+
+    assert exe_for(["true"], ["PATH=/usr/local/bin:/bin"]) == "/usr/local/bin/true"
+    assert exe_for(["ls", "-l"], []) == "/bin/ls"  # the default PATH
+    assert exe_for(["missing"], ["PATH=/opt/x:/bin"]) == "/opt/x/missing"
+    assert exe_for(["./rel"], ["PATH=/bin"]) == "./rel"
 
 
 def test_guest_config_maps_mounts_to_shares_tmpfs_and_copied_files(tmp_path: Path) -> None:

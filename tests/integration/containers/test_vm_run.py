@@ -53,10 +53,17 @@ def test_memory_is_guest_ram_and_exit_zero(vm: Engine) -> None:
     assert 150 * 1024 < total_kib <= 192 * 1024
 
 
-def test_command_not_found_is_127(vm: Engine) -> None:
+def test_command_not_found_is_127_and_the_images_own_program_runs(vm: Engine, tmp_path: Path) -> None:
     proc = vm("run", "--rm", "--isolation=vm", "busybox", "no-such-command", check=False)
     assert proc.returncode == 127
     assert "no-such-command" in proc.stderr
+    # the guest agent is busybox too: a bare `true` must still run the image's /usr/local/bin/true
+    (tmp_path / "Dockerfile").write_text(
+        "FROM busybox\nRUN mkdir -p /usr/local/bin && printf '#!/bin/sh\\necho image-true\\n' > /usr/local/bin/true && chmod +x /usr/local/bin/true\n"
+    )
+    vm("build", "-q", "-t", "own-true", str(tmp_path))
+    assert vm("run", "--rm", "own-true", "true").stdout == "image-true\n", "as a container"
+    assert vm("run", "--rm", "--isolation=vm", "own-true", "true").stdout == "image-true\n", "as a micro-VM"
 
 
 def test_guest_kernel_panic_ends_the_container_with_a_reason(vm: Engine) -> None:

@@ -163,7 +163,7 @@ def process_script(
         argv += ["setpriv", "--nnp"]
     argv += [
         "nsenter", f"-r{NEWROOT}", f"-w{NEWROOT}{cwd}",
-        "-S", str(int(user.get("uid", 0))), "-G", str(int(user.get("gid", 0))), "--", *process["args"],
+        "-S", str(int(user.get("uid", 0))), "-G", str(int(user.get("gid", 0))), "--",
     ]  # fmt: skip
     lines = [
         f"NONCE={shlex.quote(nonce)}",
@@ -179,8 +179,32 @@ def process_script(
         if flag:
             # the guest's root may both lower and raise limits (the agent's rlimit)
             lines.append(f"rlimit {flag} {_ulimit_value(limit['soft'])} {_ulimit_value(limit['hard'])}")
-    lines.append("set -- " + " ".join(shlex.quote(a) for a in argv))
+    lines += _resolve_command(process["args"][0], env)
+    rest = " ".join(shlex.quote(a) for a in process["args"][1:])
+    lines.append("set -- " + " ".join(shlex.quote(a) for a in argv) + ' "$exe" ' + rest)
     return "\n".join(lines) + "\n"
+
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _resolve_command(name: str, env: list[str]) -> list[str]:
+    """Shell that sets `exe` to the image's program for `name`, found in the process's PATH inside the new
+    root, as execvp would (runtime-spec config.md#process: args[0] is looked up in the PATH of env). The
+    agent's busybox runs its own applet for a bare name like `ls` or `true` even when the image has another
+    program of that name, so the workload always gets a path. Not found: the first PATH directory, for
+    exec to fail there with 127."""
+    if "/" in name:
+        return [f"exe={shlex.quote(name)}"]
+    path = next((e[5:] for e in reversed(env) if e.startswith("PATH=")), DEFAULT_PATH)
+    dirs = [d.rstrip("/") or "/" for d in path.split(":") if d.startswith("/")] or ["/bin"]
+    quoted = shlex.quote(name)
+    return [
+        f"exe={shlex.quote(dirs[0].rstrip('/') + '/' + name)}",
+        f"for d in {' '.join(shlex.quote(d.rstrip('/')) for d in dirs)}; do "
+        f'if [ -e "{NEWROOT}$d"/{quoted} ] || [ -L "{NEWROOT}$d"/{quoted} ]; then exe="$d"/{quoted}; break; fi; '
+        "done",
+    ]
 
 
 _ULIMIT_FLAGS = {  # busybox ash's ulimit letters for the RLIMIT_* names of config.md#posix-process
