@@ -4,6 +4,7 @@ into a new named volume, the in-use refusal, and Docker 23's prune (anonymous on
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from engine_cli import Engine
 
@@ -58,3 +59,15 @@ def test_prune_removes_anonymous_unless_all(engine: Engine) -> None:
     assert set(engine("volume", "ls", "-q").stdout.split()) == {"keepme", *in_use}
     engine("volume", "prune", "-a", "-f")
     assert set(engine("volume", "ls", "-q").stdout.split()) == set(in_use)
+
+
+def test_mounts_go_parents_first_whatever_the_flag_order(engine: Engine, tmp_path: Path) -> None:
+    """Docker sorts mounts by depth: a bind under a --tmpfs, given before it, is still visible."""
+    (tmp_path / "in.txt").write_text("bound")
+    out = engine(
+        "run", "--rm", "-v", f"{tmp_path}:/work/data:ro", "--tmpfs", "/work", "-v", "etcvol:/etc",
+        "busybox", "sh", "-c", "cat /work/data/in.txt; echo; grep -c ip6-allnodes /etc/hosts",
+    ).stdout  # fmt: skip
+    assert out.splitlines() == ["bound", "1"], (
+        "the bind on top of the tmpfs, the engine's hosts on the volume"
+    )

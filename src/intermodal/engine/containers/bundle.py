@@ -338,6 +338,9 @@ def build_spec(
             )
         else:
             oci_mounts.append(oci.bind_mount(m["Source"], m["Destination"], readonly=not m["RW"]))
+    # Docker mounts parents before children whatever the flags' order (daemon/volumes.go sortMounts: by the
+    # number of path components, stable), so a bind under a --tmpfs or a volume under /etc stays visible.
+    oci_mounts.sort(key=lambda m: len(Path(m["destination"]).parts))
     seccomp_profile: Any = "default"
     no_new_privs = True
     for opt in hc.get("SecurityOpt") or []:
