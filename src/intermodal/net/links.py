@@ -27,10 +27,9 @@ def ensure_bridge(name: str, gateway: str, prefixlen: int, mtu: int = 0, alias: 
             if index is None:
                 nl.add_bridge(name, mtu)
                 index = index_of(name)
-                assert index is not None
-                if alias:
-                    nl.set_alias(index, alias)
             assert index is not None
+            if alias and _alias_of(name) != alias:  # also a bridge made before bridges had aliases
+                nl.set_alias(index, alias)
             try:
                 nl.add_address(index, gateway, prefixlen)
             except FileExistsError:
@@ -41,14 +40,18 @@ def ensure_bridge(name: str, gateway: str, prefixlen: int, mtu: int = 0, alias: 
     Path(f"/proc/sys/net/ipv4/conf/{name}/route_localnet").write_text("1")
 
 
+def _alias_of(name: str) -> str:
+    try:
+        return Path(f"/sys/class/net/{name}/ifalias").read_text().strip()
+    except OSError:
+        return ""
+
+
 def aliases(prefix: str) -> dict[str, str]:
     """Interfaces whose alias (`ip link set NAME alias …`) starts with `prefix`: name -> alias."""
     out = {}
     for entry in os.scandir("/sys/class/net"):
-        try:
-            alias = Path(entry.path, "ifalias").read_text().strip()
-        except OSError:
-            continue
+        alias = _alias_of(entry.name)
         if alias.startswith(prefix):
             out[entry.name] = alias
     return out
