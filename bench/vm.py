@@ -160,9 +160,14 @@ def main() -> None:
                   "run --isolation=vm --rm (bridge network)", "run --rm (container), --network none",
                   "run --rm (container, bridge network)"]  # fmt: skip
         none = ("--network", "none")
-        results = interleaved([bare_qemu(guest, accel_name, work), engine_run(root, *none, "--isolation=vm"),
-                               engine_run(root, "--isolation=vm"), engine_run(root, *none), engine_run(root)])  # fmt: skip
-        memory = idle_memory(root)
+        try:
+            results = interleaved([bare_qemu(guest, accel_name, work), engine_run(root, *none, "--isolation=vm"),
+                                   engine_run(root, "--isolation=vm"), engine_run(root, *none), engine_run(root)])  # fmt: skip
+            memory = idle_memory(root)
+        finally:  # the root's bridge and nftables table stay up until this
+            subprocess.run(
+                [INTERMODAL, "--root", str(root), "system", "reset", "--force"], check=True, env=ENV
+            )
     floor = [statistics.median(s[k] for s in results[0]) for k in (0, 1)]
     print(f"\nvm: `busybox true`, {accel_name.upper()}, kernel {guest.release}, medians of {RUNS} (min-max)")
     print(f"{'case':42} {'wall s':>18} {'ratio':>6}   {'CPU s':>5} {'ratio':>6}")
