@@ -8,6 +8,7 @@ process we keep per container), and `ps` with 100 detached containers running.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -29,13 +30,44 @@ ENV = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE
 CRUN = ["unshare", "-m", "sh", "-c", 'umount /sys/fs/cgroup/unified 2>/dev/null; exec crun "$@"', "crun"]
 
 
+def once(argv: list[str], env: dict[str, str] | None = None) -> Callable[[], None]:
+    """One run of a command (a candidate of the table); it raises if the command fails."""
+
+    def run() -> None:
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env or ENV)
+
+    return run
+
+
 def timed(argv: list[str], runs: int = RUNS, env: dict[str, str] | None = None) -> list[float]:
-    out = []
+    run, out = once(argv, env), []
     for _ in range(runs):
         start = time.perf_counter()
-        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env or ENV)
+        run()
         out.append(time.perf_counter() - start)
     return out
+
+
+def taking_turns(candidates: dict[str, Callable[[], None]]) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """RUNS rounds, one run of each candidate per round, so a change in the machine's load (a shared
+    machine) hits them all alike; a candidate that fails drops out with its error."""
+    results: dict[str, list[float]] = {name: [] for name in candidates}
+    failed: dict[str, str] = {}
+    for _ in range(RUNS):
+        for name, fn in candidates.items():
+            if name in failed:
+                continue
+            start = time.perf_counter()
+            try:
+                fn()
+            except subprocess.CalledProcessError as e:
+                failed[name] = (e.stderr or b"").decode().strip()[-80:]
+                continue
+            except Exception as e:  # a peer that cannot run here must not hide the others' figures
+                failed[name] = str(e)
+                continue
+            results[name].append(time.perf_counter() - start)
+    return results, failed
 
 
 def summary(samples: list[float]) -> str:
@@ -52,15 +84,12 @@ def bundle_for(rootfs_source: Path, workdir: Path) -> Path:
     return bundle
 
 
-def oci_run(argv: list[str], bundle: Path, state: Path) -> Callable[[], list[float]]:
-    def run() -> list[float]:
-        out = []
-        for i in range(RUNS):
-            start = time.perf_counter()
-            subprocess.run([*argv, "--root", str(state), "run", "--bundle", str(bundle), f"bench{i}"],
-                           check=True, stdout=subprocess.DEVNULL, env=ENV)  # fmt: skip
-            out.append(time.perf_counter() - start)
-        return out
+def oci_run(argv: list[str], bundle: Path, state: Path) -> Callable[[], None]:
+    names = (f"bench{i}" for i in itertools.count())
+
+    def run() -> None:
+        subprocess.run([*argv, "--root", str(state), "run", "--bundle", str(bundle), next(names)],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)  # fmt: skip
 
     return run
 
@@ -81,21 +110,17 @@ def podman_cli(work: Path, archive: Path) -> tuple[list[str], dict[str, str]] | 
     return base, env
 
 
-def podman(work: Path, archive: Path) -> Callable[[], list[float]] | str:
+def podman(work: Path, archive: Path) -> Callable[[], None] | str:
     cli = podman_cli(work, archive)
     if isinstance(cli, str):
         return cli
     base, env = cli
-
-    def run() -> list[float]:
-        return timed([*base, "run", "--rm", "--network", "none", "busybox", "true"], env=env)
-
-    return run
+    return once([*base, "run", "--rm", "--network", "none", "busybox", "true"], env=env)
 
 
 def docker(
     work: Path, archive: Path, load: bool = True
-) -> tuple[Callable[[], list[float]] | str, Callable[[], None]]:
+) -> tuple[Callable[[], None] | str, Callable[[], None]]:
     """Start a private dockerd (its own data root and socket, no iptables, no bridge); stop() ends it."""
     if not shutil.which("dockerd"):
         return "dockerd is not installed", lambda: None
@@ -124,10 +149,7 @@ def docker(
     if load:
         subprocess.run([*client, "load", "-i", str(archive)], check=True, capture_output=True)
 
-    def run() -> list[float]:
-        return timed([*client, "run", "--rm", "--network", "none", "busybox", "true"])
-
-    return run, stop
+    return once([*client, "run", "--rm", "--network", "none", "busybox", "true"]), stop
 
 
 def pss_kib(pid: int) -> int:
@@ -155,11 +177,10 @@ def main() -> None:
         subprocess.run([*im, "run", "--rm", "busybox", "true"], check=True, env=ENV)  # warm the layer cache
 
         rows: list[tuple[str, str, float | None]] = []
-        results: dict[str, list[float]] = {}
-        candidates: dict[str, Callable[[], list[float]] | str] = {
-            "intermodal run --rm --network none": lambda: timed([*im, "run", "--rm", "--network", "none", "busybox", "true"]),
-            "intermodal run --rm (default bridge network)": lambda: timed([*im, "run", "--rm", "busybox", "true"]),
-            "intermodal run --rm --network none --runtime crun": lambda: timed(
+        candidates: dict[str, Callable[[], None] | str] = {
+            "intermodal run --rm --network none": once([*im, "run", "--rm", "--network", "none", "busybox", "true"]),
+            "intermodal run --rm (default bridge network)": once([*im, "run", "--rm", "busybox", "true"]),
+            "intermodal run --rm --network none --runtime crun": once(
                 [*im, "run", "--rm", "--network", "none", "--runtime", "crun", "busybox", "true"]
             ),
             "crun run (bundle)": oci_run(CRUN, bundle, work / "crun-state"),
@@ -169,24 +190,21 @@ def main() -> None:
         docker_run, stop_docker = docker(work, archive)
         candidates["docker run --rm"] = docker_run
         try:
-            for name, fn in candidates.items():
-                if isinstance(fn, str):
-                    rows.append((name, f"skipped: {fn}", None))
-                    continue
-                try:
-                    results[name] = fn()
-                except subprocess.CalledProcessError as e:
-                    rows.append((name, f"failed: {(e.stderr or b'').decode().strip()[-80:]}", None))
-                    continue
-                except Exception as e:  # a peer that cannot run here must not hide the others' figures
-                    rows.append((name, f"failed: {e}", None))
-                    continue
-                rows.append((name, summary(results[name]), statistics.median(results[name])))
+            results, failed = taking_turns({n: fn for n, fn in candidates.items() if not isinstance(fn, str)})
         finally:
             stop_docker()
+        for name, fn in candidates.items():
+            if isinstance(fn, str):
+                rows.append((name, f"skipped: {fn}", None))
+            elif name in failed:
+                rows.append((name, f"failed: {failed[name]}", None))
+            else:
+                rows.append((name, summary(results[name]), statistics.median(results[name])))
         none = statistics.median(results["intermodal run --rm --network none"])
         bridged = statistics.median(results["intermodal run --rm (default bridge network)"])
-        table = Table(title=f"run --rm busybox true (median of {RUNS}, min-max; peers with --network none)")
+        table = Table(
+            title=f"run --rm busybox true (median of {RUNS}, taking turns, min-max; peers with --network none)"
+        )
         table.add_column("command")
         table.add_column("time")
         table.add_column("intermodal (none) ÷ this")
@@ -211,7 +229,7 @@ def detached(im: list[str], root: Path) -> None:
         subprocess.run([*im, "run", "-d", "--name", f"idle{i}", "busybox", "sleep", "600"], check=True,
                        stdout=subprocess.DEVNULL, env=ENV)  # fmt: skip
     start_all = time.perf_counter() - start
-    ps = timed([*im, "ps"], runs=10)
+    ps = timed([*im, "ps"], runs=RUNS)
     conmons = [
         int((p / "conmon.pid").read_text())
         for p in (root / "containers").iterdir()
