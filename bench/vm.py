@@ -31,9 +31,19 @@ INTERMODAL = str(Path(sys.executable).with_name("intermodal"))
 ENV = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "INTERMODAL_ROOT")}
 BARE_INIT = """#!/bin/sh
 for m in /lib/modules/*.ko; do insmod "$m"; done
+[ -e /sys/class/net/eth0 ] && ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && ip route add default via 10.0.2.2
 mount -t virtiofs rootfs /newroot && chroot /newroot /bin/true
 poweroff -f
 """
+# The tap the floor's NIC needs, in a network namespace of its own that dies with QEMU.
+TAP_NETNS = [
+    "unshare",
+    "-n",
+    "sh",
+    "-c",
+    'ip tuntap add dev tap0 mode tap && ip link set tap0 up && exec "$@"',
+    "sh",
+]
 
 
 def interleaved(cases: list[Callable[[], object]]) -> list[list[tuple[float, float]]]:
@@ -51,9 +61,12 @@ def interleaved(cases: list[Callable[[], object]]) -> list[list[tuple[float, flo
     return out
 
 
-def bare_qemu(guest: kernel.Kernel, accel: str, work: Path) -> Callable[[], None]:
-    """QEMU + virtiofsd with the engine's kernel command line and devices, but none of the engine."""
-    rootfs = work / "bare-rootfs"
+def bare_qemu(guest: kernel.Kernel, accel: str, work: Path, nic: bool = False) -> Callable[[], None]:
+    """QEMU + virtiofsd with the engine's kernel command line and devices, but none of the engine; `nic`:
+    also the virtio-net NIC on a tap, its modules and the address and route the guest of a bridged
+    container gets (the floor for `run` with a network)."""
+    name = "bare-nic" if nic else "bare"
+    rootfs = work / f"{name}-rootfs"
     (rootfs / "bin").mkdir(parents=True)
     shutil.copy(initramfs.BUSYBOX, rootfs / "bin" / "busybox")
     subprocess.run([str(rootfs / "bin" / "busybox"), "--install", "-s", str(rootfs / "bin")], check=True)
@@ -61,22 +74,23 @@ def bare_qemu(guest: kernel.Kernel, accel: str, work: Path) -> Callable[[], None
     for d in ("bin", "dev", "proc", "sys", "newroot", "lib", "lib/modules"):
         archive.directory(d)
     archive.file("bin/busybox", Path(initramfs.BUSYBOX).read_bytes(), 0o755)
-    for applet in ("sh", "insmod", "mount", "chroot", "poweroff"):
+    for applet in ("sh", "insmod", "mount", "chroot", "poweroff", "ip", "["):
         archive.symlink(f"bin/{applet}", "busybox")
-    for i, module in enumerate(guest.modules):
+    for i, module in enumerate([*guest.modules, *(guest.net_modules if nic else ())]):
         archive.file(f"lib/modules/{i:02d}-{module.name}", module.read_bytes())
     archive.file("init", BARE_INIT.encode(), 0o755)
-    initrd = work / "bare.cpio"
+    initrd = work / f"{name}.cpio"
     initrd.write_bytes(archive.finish())
-    socket_path = work / "fs.sock"  # removed with `work` (a mkdtemp of its own here was never removed)
+    socket_path = work / f"{name}.sock"  # removed with `work` (a mkdtemp of its own here was never removed)
 
     def run() -> None:
         daemon = subprocess.Popen([VIRTIOFSD, f"--socket-path={socket_path}", "-o", f"source={rootfs}",
                                    "-o", "cache=auto", "--rlimit-nofile=0"], stderr=subprocess.DEVNULL)  # fmt: skip
         while not socket_path.exists():
             time.sleep(0.001)
-        machine = qemu.Machine(kernel=guest.vmlinux, initrd=initrd, accel=accel)
-        argv = machine.argv() + [
+        machine = qemu.Machine(kernel=guest.vmlinux, initrd=initrd, accel=accel,
+                               nic_mac="02:42:0a:00:02:0f" if nic else "")  # fmt: skip
+        argv = (TAP_NETNS if nic else []) + machine.argv() + [
             "-object", "memory-backend-memfd,id=mem,size=256M,share=on", "-machine", "memory-backend=mem",
             "-global", "virtio-mmio.force-legacy=false", "-chardev", f"socket,id=fs,path={socket_path}",
             "-device", "vhost-user-fs-device,chardev=fs,tag=rootfs",
@@ -157,21 +171,24 @@ def main() -> None:
         accel = next(iter(assets.glob("accel-*.json")), None)
         accel_name = json.loads(accel.read_text())["accel"] if accel else "tcg"
         labels = ["bare QEMU + virtiofsd (the floor)", "run --isolation=vm --rm, --network none",
-                  "run --isolation=vm --rm (bridge network)", "run --rm (container), --network none",
-                  "run --rm (container, bridge network)"]  # fmt: skip
+                  "bare QEMU + virtiofsd + NIC (floor, network)", "run --isolation=vm --rm (bridge network)",
+                  "run --rm (container), --network none", "run --rm (container, bridge network)"]  # fmt: skip
         none = ("--network", "none")
         try:
             results = interleaved([bare_qemu(guest, accel_name, work), engine_run(root, *none, "--isolation=vm"),
-                                   engine_run(root, "--isolation=vm"), engine_run(root, *none), engine_run(root)])  # fmt: skip
+                                   bare_qemu(guest, accel_name, work, nic=True), engine_run(root, "--isolation=vm"),
+                                   engine_run(root, *none), engine_run(root)])  # fmt: skip
             memory = idle_memory(root)
         finally:  # the root's bridge and nftables table stay up until this
             subprocess.run(
                 [INTERMODAL, "--root", str(root), "system", "reset", "--force"], check=True, env=ENV
             )
-    floor = [statistics.median(s[k] for s in results[0]) for k in (0, 1)]
-    print(f"\nvm: `busybox true`, {accel_name.upper()}, kernel {guest.release}, medians of {RUNS} (min-max)")
+    floors = {i: [statistics.median(s[k] for s in results[i]) for k in (0, 1)] for i in (0, 2)}
+    print(f"\nvm: `busybox true`, {accel_name.upper()}, kernel {guest.release}, medians of {RUNS} (min-max);"
+          " ratios to the floor above each VM case (the containers': to the floor without a NIC)")  # fmt: skip
     print(f"{'case':42} {'wall s':>18} {'ratio':>6}   {'CPU s':>5} {'ratio':>6}")
-    for label, samples in zip(labels, results, strict=True):
+    for i, (label, samples) in enumerate(zip(labels, results, strict=True)):
+        floor = floors[2 if i in (2, 3) else 0]
         wall = [s[0] for s in samples]
         cpu = statistics.median(s[1] for s in samples)
         med = statistics.median(wall)
