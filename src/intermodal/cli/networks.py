@@ -49,21 +49,13 @@ def create_cmd(
     """Create a network."""
     if ipv6:
         raise InvalidArgument("--ipv6 is not supported: networks here are IPv4 only")
+    from intermodal.engine.containers.options import parse_labels
+
     net = service(ctx).create(
-        name, subnet=subnet, gateway=gateway, internal=internal, driver=driver, labels=_pairs(label, "label"),
-        options=_pairs(opt, "-o"), ip_range=ip_range, attachable=attachable,
+        name, subnet=subnet, gateway=gateway, internal=internal, driver=driver, labels=parse_labels(label),
+        options=parse_labels(opt, "-o"), ip_range=ip_range, attachable=attachable,
     )  # fmt: skip
     click.echo(net["Id"])
-
-
-def _pairs(entries: tuple[str, ...], what: str) -> dict[str, str]:
-    out = {}
-    for entry in entries:
-        key, _, value = entry.partition("=")
-        if not key:
-            raise InvalidArgument(f"invalid {what} {entry!r}: expected KEY=VALUE")
-        out[key] = value
-    return out
 
 
 @network_group.command("ls")

@@ -113,12 +113,13 @@ def merge_env(image_env: list[str], user_env: list[str]) -> list[str]:
     return list(merged.values())
 
 
-def parse_labels(entries: list[str]) -> dict[str, str]:
+def parse_labels(entries: list[str] | tuple[str, ...], what: str = "label") -> dict[str, str]:
+    """KEY=VALUE flags (labels, driver options) into a dict; a bare KEY maps to ""."""
     labels = {}
     for entry in entries:
         key, _, value = entry.partition("=")
         if not key:
-            raise InvalidArgument(f"invalid label {entry!r}: expected KEY=VALUE")
+            raise InvalidArgument(f"invalid {what} {entry!r}: expected KEY=VALUE")
         labels[key] = value
     return labels
 
