@@ -25,10 +25,12 @@ def ensure_bridge(name: str, gateway: str, prefixlen: int, mtu: int = 0, alias: 
         try:
             index = index_of(name)
             if index is None:
-                nl.add_bridge(name, mtu)
+                nl.add_bridge(name)
                 index = index_of(name)
             assert index is not None
-            if alias and _alias_of(name) != alias:  # also a bridge made before bridges had aliases
+            if mtu and _read(name, "mtu") != str(mtu):
+                nl.set_mtu(index, mtu)
+            if alias and _read(name, "ifalias") != alias:  # also a bridge made before bridges had aliases
                 nl.set_alias(index, alias)
             try:
                 nl.add_address(index, gateway, prefixlen)
@@ -40,9 +42,10 @@ def ensure_bridge(name: str, gateway: str, prefixlen: int, mtu: int = 0, alias: 
     Path(f"/proc/sys/net/ipv4/conf/{name}/route_localnet").write_text("1")
 
 
-def _alias_of(name: str) -> str:
+def _read(name: str, attribute: str) -> str:
+    """A link's sysfs attribute ("" if the link is gone)."""
     try:
-        return Path(f"/sys/class/net/{name}/ifalias").read_text().strip()
+        return Path(f"/sys/class/net/{name}/{attribute}").read_text().strip()
     except OSError:
         return ""
 
@@ -51,7 +54,7 @@ def aliases(prefix: str) -> dict[str, str]:
     """Interfaces whose alias (`ip link set NAME alias …`) starts with `prefix`: name -> alias."""
     out = {}
     for entry in os.scandir("/sys/class/net"):
-        alias = _alias_of(entry.name)
+        alias = _read(entry.name, "ifalias")
         if alias.startswith(prefix):
             out[entry.name] = alias
     return out

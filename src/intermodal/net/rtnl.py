@@ -107,11 +107,17 @@ class Rtnl:
 
     # -- links ------------------------------------------------------------------------------------------------
 
-    def add_bridge(self, name: str, mtu: int = 0) -> None:
-        """Create bridge `name` (up; `mtu` if given); EEXIST if it is already there."""
+    def add_bridge(self, name: str) -> None:
+        """Create bridge `name` (up); EEXIST if it is already there."""
         linkinfo = attr(_IFLA_LINKINFO, [attr(_IFLA_INFO_KIND, "bridge")])
-        body = ifinfo(up=True) + attr(_IFLA_IFNAME, name) + (attr(_IFLA_MTU, mtu) if mtu else b"") + linkinfo
-        self.request(_RTM_NEWLINK, _NLM_F_CREATE | _NLM_F_EXCL, body)
+        self.request(
+            _RTM_NEWLINK, _NLM_F_CREATE | _NLM_F_EXCL, ifinfo(up=True) + attr(_IFLA_IFNAME, name) + linkinfo
+        )
+
+    def set_mtu(self, index: int, mtu: int) -> None:
+        """Set on an existing bridge this way, the MTU is the user's: the bridge no longer follows its ports'
+        (br_change_mtu sets mtu_set_by_user; one given at creation falls back to 1500 with the last port)."""
+        self.request(_RTM_NEWLINK, 0, ifinfo(index) + attr(_IFLA_MTU, mtu))
 
     def add_veth(
         self, name: str, master: int, peer: str, peer_netns_fd: int, peer_mac: str, mtu: int = 0
