@@ -24,7 +24,6 @@ import hashlib
 import ipaddress
 import os
 import re
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,7 +172,7 @@ class NetworkService:
     @staticmethod
     def _new(name: str, labels: dict[str, str], internal: bool = False) -> dict[str, Any]:
         return {
-            "Name": name, "Id": secrets.token_hex(32), "Created": _now(), "Scope": "local", "Driver": "bridge",
+            "Name": name, "Id": os.urandom(32).hex(), "Created": _now(), "Scope": "local", "Driver": "bridge",
             "EnableIPv6": False, "IPAM": {"Driver": "default", "Options": {}, "Config": []},
             "Internal": internal, "Attachable": False, "Ingress": False, "Options": {}, "Labels": labels,
         }  # fmt: skip

@@ -7,7 +7,6 @@ import contextlib
 import datetime as dt
 import os
 import re
-import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +46,7 @@ class VolumeStore:
         self, name: str = "", labels: dict[str, str] | None = None, anonymous: bool = False
     ) -> dict[str, Any]:
         """Create (or return the existing) volume; Docker's `volume create` is idempotent."""
-        name = name or secrets.token_hex(32)
+        name = name or os.urandom(32).hex()
         if not _VOLUME_NAME.match(name):
             raise InvalidArgument(
                 f"invalid volume name {name!r}: use [a-zA-Z0-9][a-zA-Z0-9_.-] (at least 2 characters)"

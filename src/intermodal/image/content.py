@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -139,7 +138,7 @@ class ContentStore:
     ) -> Iterator[IngestWriter]:
         """Open an ingest. With `ref`, partial content survives failures so a later writer can resume."""
         self.ingest.mkdir(parents=True, exist_ok=True)
-        name = ref.replace("/", "_").replace(":", "-") if ref else f"tmp-{secrets.token_hex(8)}"
+        name = ref.replace("/", "_").replace(":", "-") if ref else f"tmp-{os.urandom(8).hex()}"
         w = IngestWriter(self, self.ingest / name, expected, size, keep=ref is not None)
         try:
             yield w

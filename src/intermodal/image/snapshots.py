@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -75,6 +74,8 @@ class Snapshotter:
 
     def _unpack_one(self, blob: Digest, compression: str, diff_id: Digest, target: Path) -> None:
         """Unpack into a scratch dir and rename into place, so a half-unpacked layer is never used."""
+        import tempfile
+
         target.parent.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(dir=target.parent, prefix=".unpack-"))
         try:

@@ -6,14 +6,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from intermodal.errors import CannotInvoke, CommandNotFound, IntermodalError, InvalidArgument, NotFound
 from intermodal.fsutil import atomic_write_bytes
+
+if TYPE_CHECKING:
+    import subprocess
 
 BUILTIN = "intermodal"
 VM = "vm"  # the micro-VM runtime (isolation/microvm), also chosen by --isolation=vm
@@ -64,11 +66,11 @@ class OciRuntime:
     def argv(self, *args: str) -> list[str]:
         return [self.binary, "--root", str(self.state_root), *args]
 
-    def _call(
-        self, *args: str, check: bool = True, stdin: int | None = subprocess.DEVNULL
-    ) -> subprocess.CompletedProcess[str]:
+    def _call(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        import subprocess
+
         self.state_root.mkdir(parents=True, exist_ok=True)
-        result = subprocess.run(self.argv(*args), capture_output=True, text=True, stdin=stdin)
+        result = subprocess.run(self.argv(*args), capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if check and result.returncode != 0:
             raise runtime_error(self.name, args[0], result.stderr or result.stdout)
         return result
@@ -82,6 +84,8 @@ class OciRuntime:
         console_socket: Path | None = None,
     ) -> None:
         """Create the container; with `stdio` the container process inherits those three fds."""
+        import subprocess
+
         args = ["create", "--bundle", str(bundle), "--pid-file", str(pid_file)]
         if console_socket:
             args += ["--console-socket", str(console_socket)]

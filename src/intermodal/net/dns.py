@@ -16,7 +16,6 @@ import contextlib
 import os
 import shutil
 import signal
-import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -63,6 +62,8 @@ class Resolver:
         self._reload()
 
     def _reload(self) -> None:
+        import subprocess
+
         pid = self._pid()
         configured = any(p.name != "aardvark.pid" and not p.name.startswith(".") for p in self.dir.iterdir())
         if pid:

@@ -8,7 +8,6 @@ gone disappear at the next change. With no bridge up the table is deleted."""
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +43,8 @@ def _nft(required: bool = True) -> str:
 
 
 def _run(script: str) -> None:
+    import subprocess
+
     proc = subprocess.run([_nft(), "-f", "-"], input=script, capture_output=True, text=True)
     if proc.returncode != 0:
         raise IntermodalError(f"nftables refused the rules: {proc.stderr.strip()}")

@@ -12,14 +12,16 @@ import ipaddress
 import os
 import re
 import signal
-import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from intermodal.errors import Conflict, InvalidArgument, NotFound
 from intermodal.runtime.state import process_start_time
+
+if TYPE_CHECKING:
+    import socket
 
 _PORTS = re.compile(r"^(\d+)(?:-(\d+))?$")
 PROXY = "/usr/sbin/docker-proxy"
@@ -87,6 +89,8 @@ class Reservation:
 
 def reserve(host_ip: str, proto: str, host_port: str) -> Reservation:
     """Bind the host port ("" = any free one, "a-b" = the first free one of the range)."""
+    import socket
+
     candidates = [0] if not host_port else list(_range(host_port, host_port))
     last: OSError | None = None
     for port in candidates:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import os
-import socket
 import struct
 
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)  # not find_library(): it spawns gcc/ldconfig (~30 ms)
@@ -258,6 +257,8 @@ def close_fds_from(first: int) -> None:
 
 def loopback_up() -> None:
     """Bring `lo` up in a fresh network namespace, as runc's default "loopback" network does."""
+    import socket
+
     siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         req = struct.pack("16sH22x", b"lo", 0)

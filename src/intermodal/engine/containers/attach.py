@@ -10,18 +10,20 @@ import contextlib
 import os
 import select
 import signal
-import socket
 import sys
-import tempfile
 import termios
 import tty
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from intermodal.engine.containers.logs import LogWriter
 from intermodal.engine.containers.record import Paths
 from intermodal.isolation.oci import OciRuntime
 from intermodal.runtime import sys as linux
+
+if TYPE_CHECKING:
+    import socket
 
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
@@ -140,6 +142,9 @@ def receive_console(launch: Callable[[Path], object], alive: Callable[[], bool] 
     `--console-socket`) and return the pty master the runtime sends back. `alive` says whether the runtime
     may still connect, so a runtime that fails before sending does not leave us waiting forever. The pty
     gets our terminal's window size at once, before the process in it can ask."""
+    import socket
+    import tempfile
+
     with tempfile.TemporaryDirectory(prefix="intermodal-console-") as tmp:
         sock_path = Path(tmp) / "console.sock"
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
@@ -191,6 +196,8 @@ def proxy_terminal(master: int, *, interactive: bool, log: LogWriter | None = No
 
 
 def _receive_fd(conn: socket.socket) -> int:
+    import socket
+
     fds = array.array("i")
     _, ancillary, _, _ = conn.recvmsg(4096, socket.CMSG_SPACE(fds.itemsize))
     for level, kind, data in ancillary:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +34,8 @@ def launch(
 ) -> int:
     """Start conmon, which creates the container; returns the container's PID once `create` succeeded.
     conmon inherits `keep_fds` and holds them while it lives (the sockets reserving published ports)."""
+    import subprocess
+
     runtime.state_root.mkdir(parents=True, exist_ok=True)
     paths.exits.mkdir(exist_ok=True)
     (paths.dir / "attach").mkdir(exist_ok=True)
