@@ -189,3 +189,15 @@ def test_create_errors_leave_nothing_behind(ours: Any, make_bundle: Callable[...
     assert proc.returncode != 0 and "/does/not/exist" in proc.stderr
     assert ours("state", "bad", check=False).returncode != 0
     assert not cgroups.V1("/intermodal-test/bad").exists()
+
+
+def test_command_line_errors_name_the_bad_argument(ours: Any, tmp_path: Path) -> None:
+    missing = ours("create", "--bundle", str(tmp_path / "absent"), "c1", check=False)
+    assert missing.returncode == 2
+    assert f"'{tmp_path / 'absent'}': no such directory" in missing.stderr
+    unknown = ours("state", "no-such-container", check=False)
+    assert unknown.returncode == 1
+    assert (
+        unknown.stderr.strip()
+        == "intermodal-runtime: container 'no-such-container' does not exist: see `list` for existing ones"
+    )
