@@ -40,7 +40,7 @@ _ALLOWED_DEVICES = [
     ("c", 5, 0, "rwm"), ("c", 5, 1, "rwm"), ("c", 5, 2, "rwm"), ("c", 136, None, "rwm"),
 ]  # fmt: skip
 
-_RLIMITS = ("AS", "CORE", "CPU", "DATA", "FSIZE", "MEMLOCK", "MSGQUEUE", "NICE", "NOFILE", "NPROC",
+RLIMIT_NAMES = ("AS", "CORE", "CPU", "DATA", "FSIZE", "MEMLOCK", "MSGQUEUE", "NICE", "NOFILE", "NPROC",
             "RSS", "RTPRIO", "SIGPENDING", "STACK")  # fmt: skip
 
 
@@ -55,13 +55,13 @@ def caller_rlimits(overrides: Mapping[str, tuple[int, int]] | None = None) -> li
     for more than the caller's hard limit, which fails without CAP_SYS_RESOURCE.
     """
     over = {k.upper().removeprefix("RLIMIT_"): v for k, v in (overrides or {}).items()}
-    unknown = set(over) - set(_RLIMITS)
+    unknown = set(over) - set(RLIMIT_NAMES)
     if unknown:
         raise InvalidArgument(
-            f"unknown ulimit {sorted(unknown)[0]!r}: use one of {', '.join(_RLIMITS).lower()}"
+            f"unknown ulimit {sorted(unknown)[0]!r}: use one of {', '.join(RLIMIT_NAMES).lower()}"
         )
     out = []
-    for name in _RLIMITS:
+    for name in RLIMIT_NAMES:
         soft, hard = over.get(name) or resource.getrlimit(getattr(resource, f"RLIMIT_{name}"))
         out.append({"type": f"RLIMIT_{name}", "soft": _oci_limit(soft), "hard": _oci_limit(hard)})
     return out

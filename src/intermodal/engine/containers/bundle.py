@@ -377,6 +377,7 @@ def build_spec(
         cap_drop=hc.get("CapDrop") or (),
         no_new_privileges=no_new_privs,
         seccomp_profile=seccomp_profile,
+        ulimits={u["Name"]: (u["Soft"], u["Hard"]) for u in hc.get("Ulimits") or []},
         mounts=oci_mounts,
         linux_resources=resources,
         cgroups_path=f"/intermodal/{record.id}",  # absolute: runc puts relative paths under its own cgroup

@@ -124,6 +124,26 @@ def parse_labels(entries: list[str] | tuple[str, ...], what: str = "label") -> d
     return labels
 
 
+def parse_ulimit(flag: str) -> dict[str, Any]:
+    """`--ulimit NAME=SOFT[:HARD]` (-1 for unlimited) into Docker's HostConfig.Ulimits entry."""
+    from intermodal.runtime.spec import RLIMIT_NAMES
+
+    name, _, values = flag.partition("=")
+    soft, _, hard = values.partition(":")
+    if name.upper() not in RLIMIT_NAMES:
+        names = ", ".join(n.lower() for n in RLIMIT_NAMES)
+        raise InvalidArgument(f"invalid --ulimit {flag!r}: unknown resource {name!r}: use one of {names}")
+    try:
+        limits = int(soft), int(hard or soft)
+    except ValueError:
+        raise InvalidArgument(
+            f"invalid --ulimit {flag!r}: use NAME=SOFT[:HARD], e.g. nofile=1024:2048"
+        ) from None
+    if -1 not in limits and limits[0] > limits[1]:
+        raise InvalidArgument(f"invalid --ulimit {flag!r}: the soft limit is above the hard one")
+    return {"Name": name.lower(), "Soft": limits[0], "Hard": limits[1]}
+
+
 def parse_restart(policy: str) -> dict[str, Any]:
     name, _, count = policy.partition(":")
     if name not in ("no", "on-failure", "always", "unless-stopped"):
@@ -236,7 +256,7 @@ def host_config(opts: RunOptions) -> dict[str, Any]:
         "CapAdd": list(opts.cap_add) or None,
         "CapDrop": list(opts.cap_drop) or None,
         "SecurityOpt": list(opts.security_opt) or None,
-        "Ulimits": list(opts.ulimits) or None,
+        "Ulimits": [parse_ulimit(u) for u in opts.ulimits] or None,
         "UsernsMode": _userns(opts.userns),
         **network_config(opts),
     }
