@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -115,6 +116,27 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--add-host", multiple=True, help="Add a custom host-to-IP mapping (host:ip)."),
         click.option("--mac-address", default="", help="Container MAC address (e.g. 92:d0:c6:0a:29:33)."),
         click.option("--ip", default="", help="IPv4 address on the network (user-defined networks only)."),
+        click.option("--device", multiple=True, help="Add a host device (HOST[:CONTAINER][:rwm])."),
+        click.option("--shm-size", default="", help="Size of /dev/shm (default 64m)."),
+        click.option("--sysctl", multiple=True, help="Set a namespaced kernel parameter (KEY=VALUE)."),
+        click.option("--pid", default="", help="PID namespace: host, or the container's own (default)."),
+        click.option("--ipc", default="", help="IPC namespace: private (default), shareable, host or none."),
+        click.option("--uts", default="", help="UTS namespace: host, or the container's own (default)."),
+        click.option("--cgroupns", default="", help="Cgroup namespace: private (default) or host."),
+        click.option("--group-add", multiple=True, help="Add additional groups to join (name or GID)."),
+        click.option(
+            "--oom-score-adj", type=int, default=0, help="Tune the host's OOM preferences (-1000 to 1000)."
+        ),
+        click.option("--oom-kill-disable", is_flag=True, help="Disable the OOM killer (cgroup v1)."),
+        click.option("--memory-reservation", default="", help="Memory soft limit."),
+        click.option(
+            "--cpu-quota", type=int, default=0, help="Limit CPU CFS quota (microseconds per period)."
+        ),
+        click.option("--cpu-period", type=int, default=0, help="Limit CPU CFS period (microseconds)."),
+        click.option("--expose", multiple=True, help="Expose a port or a range of ports."),
+        click.option("--label-file", multiple=True, help="Read in a line-delimited file of labels."),
+        click.option("--platform", default="", help="The image's platform must be this one (linux/amd64)."),
+        click.option("--cidfile", default="", help="Write the container ID to the file."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -138,6 +160,11 @@ def _options(image: str, command: tuple[str, ...], kw: dict[str, Any]) -> RunOpt
         ulimits=list(kw["ulimit"]), userns=kw["userns"], pull=kw["pull"], network=kw["network"],
         network_aliases=list(kw["network_alias"]), publish=list(kw["publish"]), publish_all=kw["publish_all"],
         dns=list(kw["dns"]), add_hosts=list(kw["add_host"]), mac_address=kw["mac_address"], ip=kw["ip"],
+        devices=list(kw["device"]), shm_size=kw["shm_size"], sysctls=list(kw["sysctl"]), pid=kw["pid"], ipc=kw["ipc"],
+        uts=kw["uts"], cgroupns=kw["cgroupns"], group_add=list(kw["group_add"]), oom_score_adj=kw["oom_score_adj"],
+        oom_kill_disable=kw["oom_kill_disable"], memory_reservation=kw["memory_reservation"],
+        cpu_quota=kw["cpu_quota"], cpu_period=kw["cpu_period"], expose=list(kw["expose"]),
+        label_files=list(kw["label_file"]), platform=kw["platform"],
     )  # fmt: skip
 
 
@@ -156,6 +183,33 @@ def _pull_progress() -> Callable[[Any], None]:
 _RUN_SETTINGS = {"ignore_unknown_options": False, "allow_interspersed_args": False}
 
 
+def _create(ctx: click.Context, image: str, command: tuple[str, ...], kw: dict[str, Any]) -> ContainerRecord:
+    """`create` with Docker's --cidfile: the file is made first (refused if it exists, so two containers
+    never claim it), filled with the ID, and removed again if the container cannot be created."""
+    cidfile = kw["cidfile"]
+    fd = -1
+    if cidfile:
+        try:
+            fd = os.open(cidfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except FileExistsError:
+            raise InvalidArgument(
+                f"container ID file found, make sure the other container isn't running or delete {cidfile}"
+            ) from None
+        except OSError as e:
+            raise InvalidArgument(f"cannot create --cidfile {cidfile}: {e.strerror}") from None
+    try:
+        record = service(ctx).create(_options(image, command, kw), progress=_pull_progress())
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+            os.unlink(cidfile)
+        raise
+    if fd >= 0:
+        os.write(fd, record.id.encode())
+        os.close(fd)
+    return record
+
+
 @click.command("run", context_settings=_RUN_SETTINGS)
 @run_options
 @click.argument("image")
@@ -164,7 +218,7 @@ _RUN_SETTINGS = {"ignore_unknown_options": False, "allow_interspersed_args": Fal
 def run_cmd(ctx: click.Context, image: str, command: tuple[str, ...], **kw: Any) -> None:
     """Create and run a new container from an image."""
     svc = service(ctx)
-    record = svc.create(_options(image, command, kw), progress=_pull_progress())
+    record = _create(ctx, image, command, kw)
     if kw["detach"]:
         try:
             svc.start(record.id)
@@ -190,7 +244,7 @@ def run_cmd(ctx: click.Context, image: str, command: tuple[str, ...], **kw: Any)
 @click.pass_context
 def create_cmd(ctx: click.Context, image: str, command: tuple[str, ...], **kw: Any) -> None:
     """Create a new container."""
-    click.echo(service(ctx).create(_options(image, command, kw), progress=_pull_progress()).id)
+    click.echo(_create(ctx, image, command, kw).id)
 
 
 @click.command("start")

@@ -173,6 +173,8 @@ class V1(Cgroup):
                 _write(self._file("memory", "memory.soft_limit_in_bytes"), mem["reservation"])
             if mem.get("swappiness") is not None:
                 _write(self._file("memory", "memory.swappiness"), mem["swappiness"])
+            if mem.get("disableOOMKiller"):  # cgroup v2 has no such switch: runc ignores it there, as we do
+                _write(self._file("memory", "memory.oom_control"), 1)
         cpu = resources.get("cpu") or {}
         if "cpu" in dirs:
             for key, name in (

@@ -256,3 +256,45 @@ def default_spec(
     if annotations:
         spec["annotations"] = dict(annotations)
     return spec
+
+
+def add_device(spec: dict[str, Any], path: str, *, kind: str, major: int, minor: int, file_mode: int,
+               uid: int, gid: int, access: str) -> None:  # fmt: skip
+    """A device node in the container (config-linux.md "Devices") and the cgroup rule that lets it be used
+    with `access` (r, w, m), as `--device` does."""
+    linux = spec["linux"]
+    linux.setdefault("devices", []).append(
+        {
+            "path": path,
+            "type": kind,
+            "major": major,
+            "minor": minor,
+            "fileMode": file_mode,
+            "uid": uid,
+            "gid": gid,
+        }
+    )
+    linux["resources"].setdefault("devices", []).append(
+        {"allow": True, "type": kind, "major": major, "minor": minor, "access": access}
+    )
+
+
+def set_shm(spec: dict[str, Any], ipc_mode: str, size: int) -> None:
+    """/dev/shm as Docker makes it: a tmpfs of `size` bytes in a private IPC namespace, the host's /dev/shm
+    with --ipc host, none with --ipc none."""
+    mounts = spec["mounts"]
+    at = next(i for i, m in enumerate(mounts) if m["destination"] == "/dev/shm")
+    if ipc_mode == "host":
+        mounts[at] = {
+            "destination": "/dev/shm",
+            "type": "bind",
+            "source": "/dev/shm",
+            "options": ["rbind", "rprivate"],
+        }
+    elif ipc_mode == "none":
+        del mounts[at]
+    else:
+        mounts[at]["options"] = [
+            *(o for o in mounts[at]["options"] if not o.startswith("size=")),
+            f"size={size // 1024}k",
+        ]

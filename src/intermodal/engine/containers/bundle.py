@@ -8,13 +8,14 @@ import contextlib
 import os
 import shutil
 import signal
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from intermodal.engine.containers import userns
 from intermodal.engine.containers.record import ContainerRecord, Paths
-from intermodal.engine.containers.userdb import resolve_user
+from intermodal.engine.containers.userdb import resolve_groups, resolve_user
 from intermodal.engine.networks import Attachment
 from intermodal.engine.volumes import (
     MountRequest,
@@ -356,19 +357,33 @@ def build_spec(
     resources = oci.resources(
         memory=hc.get("Memory") or None,
         memory_swap=hc.get("MemorySwap") or None,
+        memory_reservation=hc.get("MemoryReservation") or None,
         cpu_shares=hc.get("CpuShares") or None,
         cpus=(hc["NanoCpus"] / 1e9) if hc.get("NanoCpus") else None,
+        cpu_quota=hc.get("CpuQuota") or None,
+        cpu_period=hc.get("CpuPeriod") or None,
         cpuset_cpus=hc.get("CpusetCpus") or None,
         pids_limit=hc.get("PidsLimit") or None,
     )
+    if hc.get("OomKillDisable"):
+        resources.setdefault("memory", {})["disableOOMKiller"] = True
+    namespaces: dict[str, str | None] = {"network": netns} if netns != "" else {}
+    for kind, mode in (
+        ("pid", "PidMode"),
+        ("ipc", "IpcMode"),
+        ("uts", "UTSMode"),
+        ("cgroup", "CgroupnsMode"),
+    ):
+        if hc.get(mode) == "host":
+            namespaces[kind] = None  # the host's: no namespace of its own
     spec = oci.default_spec(
         process_args(record),
         env=env,
         cwd=cfg.get("WorkingDir") or "/",
         uid=user.uid,
         gid=user.gid,
-        additional_gids=user.additional_gids,
-        hostname=cfg["Hostname"],
+        additional_gids=[*user.additional_gids, *resolve_groups(str(paths.rootfs), hc.get("GroupAdd") or [])],
+        hostname=cfg["Hostname"] if hc.get("UTSMode") != "host" else None,
         terminal=bool(cfg.get("Tty")),
         rootfs=str(paths.rootfs),
         read_only=bool(hc.get("ReadonlyRootfs")),
@@ -381,10 +396,17 @@ def build_spec(
         mounts=oci_mounts,
         linux_resources=resources,
         cgroups_path=f"/intermodal/{record.id}",  # absolute: runc puts relative paths under its own cgroup
-        namespaces={"network": netns} if netns != "" else None,
+        namespaces=namespaces or None,
         annotations={"org.opencontainers.image.ref.name": record.image_name, **_vm_annotations(hc)},
         id_mappings=record.id_mappings or None,
     )
+    oci.set_shm(spec, hc.get("IpcMode") or "private", hc.get("ShmSize") or 64 << 20)
+    if hc.get("Sysctls"):
+        spec["linux"]["sysctl"] = dict(hc["Sysctls"])
+    if hc.get("OomScoreAdj"):
+        spec["process"]["oomScoreAdj"] = hc["OomScoreAdj"]
+    for device in hc.get("Devices") or []:
+        _add_host_device(spec, device)
     if record.id_mappings and netns != "":
         # sysfs can only be mounted by the owner of the network namespace; the engine's pinned namespace
         # (or the host's) belongs to the host's user namespace, so bind the host's /sys read-only instead,
@@ -393,6 +415,19 @@ def build_spec(
             if m["destination"] == "/sys" and m["type"] == "sysfs":
                 m.update(type="bind", source="/sys", options=["rbind", "nosuid", "noexec", "nodev", "ro"])
     return spec
+
+
+def _add_host_device(spec: dict[str, Any], device: dict[str, str]) -> None:
+    """`--device`: the host node's type, numbers, mode and owner, as Docker copies them (DeviceFromPath)."""
+    try:
+        st = os.stat(device["PathOnHost"])
+    except OSError as e:
+        raise InvalidArgument(
+            f"--device {device['PathOnHost']}: {e.strerror}: the device is gone from the host"
+        ) from None
+    oci.add_device(spec, device["PathInContainer"], kind="b" if stat.S_ISBLK(st.st_mode) else "c",
+                   major=os.major(st.st_rdev), minor=os.minor(st.st_rdev), file_mode=st.st_mode & 0o7777,
+                   uid=st.st_uid, gid=st.st_gid, access=device["CgroupPermissions"])  # fmt: skip
 
 
 def _vm_annotations(hc: dict[str, Any]) -> dict[str, str]:

@@ -69,6 +69,22 @@ class RunOptions:
     add_hosts: list[str] = field(default_factory=list)
     mac_address: str = ""
     ip: str = ""
+    devices: list[str] = field(default_factory=list)
+    shm_size: str = ""
+    sysctls: list[str] = field(default_factory=list)
+    pid: str = ""
+    ipc: str = ""
+    uts: str = ""
+    cgroupns: str = ""
+    group_add: list[str] = field(default_factory=list)
+    oom_score_adj: int = 0
+    oom_kill_disable: bool = False
+    memory_reservation: str = ""
+    cpu_quota: int = 0
+    cpu_period: int = 0
+    expose: list[str] = field(default_factory=list)
+    label_files: list[str] = field(default_factory=list)
+    platform: str = ""
 
 
 def parse_size(text: str, what: str) -> int:
@@ -157,6 +173,33 @@ def parse_restart(policy: str) -> dict[str, Any]:
     return {"Name": name, "MaximumRetryCount": int(count or 0)}
 
 
+def _label_file_lines(paths: list[str]) -> list[str]:
+    """`--label-file`: KEY=VALUE lines, blank lines and # comments skipped (Docker's ReadKVStrings)."""
+    lines: list[str] = []
+    for path in paths:
+        try:
+            with open(path) as f:
+                lines += [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
+        except OSError as e:
+            raise InvalidArgument(f"cannot read --label-file {path}: {e.strerror}") from None
+    return lines
+
+
+def parse_expose(entries: list[str]) -> list[str]:
+    """`--expose PORT[-END][/PROTO]` into ExposedPorts keys ("80/tcp"), as an image's EXPOSE."""
+    ports = []
+    for entry in entries:
+        spec, _, proto = entry.partition("/")
+        first, _, last = spec.partition("-")
+        if not (first.isdigit() and (not last or last.isdigit()) and proto in ("", "tcp", "udp", "sctp")):
+            raise InvalidArgument(f"invalid --expose {entry!r}: use PORT[-END][/tcp|udp|sctp], e.g. 8080/tcp")
+        start, end = int(first), int(last or first)
+        if not 0 < start <= end <= 65535:
+            raise InvalidArgument(f"invalid --expose {entry!r}: ports are 1-65535, the range in order")
+        ports += [f"{port}/{proto or 'tcp'}" for port in range(start, end + 1)]
+    return ports
+
+
 def container_config(opts: RunOptions, image_config: dict[str, Any], cid: str) -> dict[str, Any]:
     """Docker's `Config`: image defaults overridden by the user's flags (entrypoint/cmd rules from
     the Dockerfile reference: a new --entrypoint clears the image's CMD)."""
@@ -169,15 +212,17 @@ def container_config(opts: RunOptions, image_config: dict[str, Any], cid: str) -
         cmd = list(opts.command)
     if not (entrypoint or cmd):
         raise InvalidArgument(f"no command specified: image {opts.image} has no CMD or ENTRYPOINT; give one")
-    labels = {**(image_config.get("Labels") or {}), **parse_labels(opts.labels)}
+    labels = {**(image_config.get("Labels") or {}), **parse_labels(_label_file_lines(opts.label_files)),
+              **parse_labels(opts.labels)}  # fmt: skip
+    exposed = {**(image_config.get("ExposedPorts") or {}), **{port: {} for port in parse_expose(opts.expose)}}
     return {
-        "Hostname": opts.hostname or cid[:12],
+        "Hostname": opts.hostname or (os.uname().nodename if opts.uts == "host" else cid[:12]),
         "Domainname": "",
         "User": opts.user or image_config.get("User", ""),
         "AttachStdin": opts.interactive and not opts.detach,
         "AttachStdout": not opts.detach,
         "AttachStderr": not opts.detach,
-        "ExposedPorts": image_config.get("ExposedPorts"),
+        "ExposedPorts": exposed or None,
         "Tty": opts.tty,
         "OpenStdin": opts.interactive,
         "StdinOnce": opts.interactive and not opts.detach,
@@ -233,6 +278,21 @@ def host_config(opts: RunOptions) -> dict[str, Any]:
         log_config[key] = value
     if "max-size" in log_config:
         parse_size(log_config["max-size"], "log max-size")
+    reservation = parse_size(opts.memory_reservation, "memory reservation") if opts.memory_reservation else 0
+    if memory and reservation > memory:
+        raise InvalidArgument(
+            f"invalid --memory-reservation {opts.memory_reservation}: it must be below --memory {opts.memory}"
+        )
+    if nano_cpus and (opts.cpu_quota or opts.cpu_period):
+        raise InvalidArgument(
+            "conflicting options: --cpus and --cpu-period/--cpu-quota; give one or the other"
+        )
+    if opts.cpu_period and not 1000 <= opts.cpu_period <= 1_000_000:
+        raise InvalidArgument(f"invalid --cpu-period {opts.cpu_period}: it is 1000-1000000 microseconds")
+    if opts.cpu_quota and opts.cpu_quota != -1 and opts.cpu_quota < 1000:
+        raise InvalidArgument(f"invalid --cpu-quota {opts.cpu_quota}: at least 1000 microseconds (or -1)")
+    if not -1000 <= opts.oom_score_adj <= 1000:
+        raise InvalidArgument(f"invalid --oom-score-adj {opts.oom_score_adj}: it is -1000 to 1000")
     restart = parse_restart(opts.restart)
     if opts.auto_remove and restart["Name"] != "no":
         raise InvalidArgument("conflicting options: --restart and --rm cannot be used together")
@@ -258,6 +318,14 @@ def host_config(opts: RunOptions) -> dict[str, Any]:
         "SecurityOpt": list(opts.security_opt) or None,
         "Ulimits": [parse_ulimit(u) for u in opts.ulimits] or None,
         "UsernsMode": _userns(opts.userns),
+        "Devices": [parse_device(d) for d in opts.devices],
+        "GroupAdd": list(opts.group_add) or None,
+        "OomScoreAdj": opts.oom_score_adj,
+        "OomKillDisable": opts.oom_kill_disable,
+        "MemoryReservation": reservation,
+        "CpuQuota": opts.cpu_quota,
+        "CpuPeriod": opts.cpu_period,
+        **namespace_config(opts),
         **network_config(opts),
     }
 
@@ -315,6 +383,102 @@ def _ip_or_none(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | No
         return None
 
 
+def parse_device(flag: str) -> dict[str, str]:
+    """`--device HOST[:CONTAINER][:PERMISSIONS]`: a host device node given to the container (Docker's
+    ParseDevice); the permissions are the cgroup's r(ead), w(rite), m(knod), rwm by default."""
+    import stat
+
+    parts = flag.split(":")
+    host, target, perms = parts[0], "", "rwm"
+    if len(parts) == 3:
+        perms = parts[2]
+    if len(parts) >= 2:  # the middle part is the permissions if it reads as such, else the target path
+        if parts[1] and set(parts[1]) <= set("rwm"):
+            perms = parts[1]
+        else:
+            target = parts[1]
+    target = target or host
+    if len(parts) > 3 or not perms or not set(perms) <= set("rwm") or not target.startswith("/"):
+        raise InvalidArgument(
+            f"invalid --device {flag!r}: use HOST[:CONTAINER][:rwm], e.g. /dev/fuse:/dev/fuse:rwm"
+        )
+    try:
+        mode = os.stat(host).st_mode
+    except OSError as e:
+        raise InvalidArgument(f"invalid --device {flag!r}: {host}: {e.strerror}") from None
+    if not (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)):
+        raise InvalidArgument(f"invalid --device {flag!r}: {host} is not a device node")
+    return {"PathOnHost": host, "PathInContainer": os.path.normpath(target), "CgroupPermissions": perms}
+
+
+# Namespaced sysctls Docker lets a container set (moby opts.ValidateSysctl): IPC ones need a private IPC
+# namespace, net.* a private network namespace.
+_IPC_SYSCTLS = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
+                "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced")  # fmt: skip
+
+
+def namespace_config(opts: RunOptions) -> dict[str, Any]:
+    """PidMode, IpcMode, UTSMode and CgroupnsMode (host or private), ShmSize and Sysctls, which depend on them."""
+    modes = {"--pid": (opts.pid, ("", "host")), "--ipc": (opts.ipc, ("", "private", "shareable", "host", "none")),
+             "--uts": (opts.uts, ("", "host")), "--cgroupns": (opts.cgroupns, ("", "private", "host"))}  # fmt: skip
+    for flag, (value, allowed) in modes.items():
+        if value not in allowed:
+            raise InvalidArgument(
+                f"invalid {flag} {value!r}: use {' or '.join(a for a in allowed if a)} (container:NAME is not supported)"
+            )
+    if opts.uts == "host" and opts.hostname:
+        raise InvalidArgument("conflicting options: --hostname and --uts host (the host's name is used)")
+    ipc = opts.ipc if opts.ipc in ("host", "none") else "private"
+    shm = parse_size(opts.shm_size, "shm size") if opts.shm_size else 0
+    if opts.shm_size and shm <= 0:
+        raise InvalidArgument(f"invalid --shm-size {opts.shm_size}: it must be greater than 0")
+    if shm and ipc != "private":
+        raise InvalidArgument(
+            f"conflicting options: --shm-size and --ipc {ipc} (the container has no /dev/shm of its own)"
+        )
+    if any("=" not in entry for entry in opts.sysctls):
+        bad = next(entry for entry in opts.sysctls if "=" not in entry)
+        raise InvalidArgument(f"invalid --sysctl {bad!r}: use KEY=VALUE, e.g. net.ipv4.ip_forward=1")
+    sysctls = parse_labels(opts.sysctls, "--sysctl")
+    network = "bridge" if opts.network in ("", "default") else opts.network
+    for key in sysctls:
+        if key in _IPC_SYSCTLS or key.startswith("fs.mqueue."):
+            if ipc == "host":
+                raise InvalidArgument(f"invalid --sysctl {key}: it cannot be set with --ipc host")
+        elif key.startswith("net."):
+            if network == "host":
+                raise InvalidArgument(f"invalid --sysctl {key}: it cannot be set with --network host")
+        else:
+            raise InvalidArgument(
+                f"invalid --sysctl {key}: not a namespaced sysctl (allowed: net.*, fs.mqueue.*, {', '.join(_IPC_SYSCTLS)})"
+            )
+    return {
+        "PidMode": opts.pid,
+        "IpcMode": ipc if opts.ipc else "private",
+        "UTSMode": opts.uts,
+        "CgroupnsMode": opts.cgroupns or "private",
+        "ShmSize": shm or 64 << 20,
+        "Sysctls": sysctls,
+    }
+
+
+def check_platform(requested: str, image: str, image_config: dict[str, Any]) -> None:
+    """`--platform OS/ARCH[/VARIANT]` must name the image's own platform: a pull here fetches the host's
+    platform from a multi-platform index, so another one cannot be run (there is no emulation)."""
+    aliases = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64"}
+    parts = requested.lower().split("/")
+    if "/" not in requested:
+        parts = ["linux", *parts]
+    os_name, arch, variant = (parts + [""])[:3]
+    have = (image_config.get("os", ""), image_config.get("architecture", ""), image_config.get("variant", ""))
+    if (os_name, aliases.get(arch, arch)) != have[:2] or (variant and variant != have[2]):
+        actual = "/".join(p for p in have if p)
+        raise InvalidArgument(
+            f"image {image} is for {actual}, not the requested platform {requested}: "
+            "only images of the host's platform can run here"
+        )
+
+
 def vm_config(opts: RunOptions) -> dict[str, Any]:
     """Runtime and Isolation (`--isolation=vm` is `--runtime vm`), and the VM's accelerator and kernel."""
     if opts.isolation not in ("", "default", "process", "vm"):
@@ -326,6 +490,17 @@ def vm_config(opts: RunOptions) -> dict[str, Any]:
         raise InvalidArgument("--vm-accel and --vm-kernel need --isolation=vm")
     if opts.vm_accel not in ("", "auto", "kvm", "tcg"):
         raise InvalidArgument(f"invalid --vm-accel {opts.vm_accel!r}: use kvm, tcg or auto")
+    unsupported = [flag for flag, given in (
+        ("--device", opts.devices), ("--pid", opts.pid), ("--ipc", opts.ipc), ("--uts", opts.uts),
+        ("--cgroupns", opts.cgroupns), ("--sysctl", opts.sysctls), ("--shm-size", opts.shm_size),
+        ("--group-add", opts.group_add), ("--oom-score-adj", opts.oom_score_adj),
+        ("--oom-kill-disable", opts.oom_kill_disable), ("--memory-reservation", opts.memory_reservation),
+        ("--cpu-quota", opts.cpu_quota), ("--cpu-period", opts.cpu_period)) if given]  # fmt: skip
+    if runtime == "vm" and unsupported:
+        raise InvalidArgument(
+            f"{', '.join(unsupported)} cannot be used with --isolation=vm: the micro-VM has its own kernel "
+            "(give it memory and CPUs with --memory and --cpus)"
+        )
     if opts.vm_kernel and not os.path.exists(opts.vm_kernel):
         raise InvalidArgument(f"invalid --vm-kernel {opts.vm_kernel}: no such file or directory")
     return {

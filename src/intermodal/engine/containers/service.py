@@ -143,7 +143,10 @@ class ContainerService:
     def create(self, opts: RunOptions, progress: Callable[[Any], None] | None = None) -> ContainerRecord:
         """Validate everything, then publish the record. Nothing is written if any input is bad."""
         image = self._image_for(opts, progress)
-        image_config = self.images.config(image).config
+        full_config = self.images.config(image)
+        if opts.platform:
+            run_options.check_platform(opts.platform, opts.image, full_config.raw)
+        image_config = full_config.config
         cid = self.store.new_id()
         config = run_options.container_config(opts, image_config, cid)
         engine_config = read_json(self.root / "config.json", {}) or {}

@@ -72,3 +72,17 @@ def resolve_user(rootfs: str, spec: str) -> User:
                 extra.append(int(g[2]))
     home = entry[5] if entry and len(entry) > 5 and entry[5] else "/"
     return User(uid, gid, tuple(extra), home)
+
+
+def resolve_groups(rootfs: str, groups: list[str]) -> list[int]:
+    """`--group-add`: numeric GIDs as given, names looked up in the image's /etc/group (Docker's rule)."""
+    table = _table(read_in_root(rootfs, "/etc/group")) if any(not g.isdigit() for g in groups) else []
+    gids = []
+    for group in groups:
+        match = None if group.isdigit() else next((g for g in table if len(g) >= 3 and g[0] == group), None)
+        if not group.isdigit() and not match:
+            raise InvalidArgument(
+                f"unable to find group {group}: no matching entries in the image's /etc/group"
+            )
+        gids.append(int(group) if group.isdigit() else int(match[2]))  # type: ignore[index]
+    return gids
