@@ -59,3 +59,34 @@ def test_rtattr_is_padded_and_nests() -> None:
     nested = rtnl.attr(18, [inner])
     assert nested == struct.pack("=HH", 4 + len(inner), 18) + inner
     assert len(rtnl.ifinfo(5, up=True)) == 16
+
+
+def test_attrs_parse_back_what_attr_builds_and_the_redirect_nests_like_tc() -> None:
+    body = rtnl.attr(3, "eth0") + rtnl.attr(4, 1400) + rtnl.attr(0x8000 | 18, [rtnl.attr(1, "veth")])
+    parsed = rtnl.attrs(body)
+    assert parsed[3] == b"eth0\0" and struct.unpack("=I", parsed[4]) == (1400,)
+    assert rtnl.attrs(parsed[18]) == {1: b"veth\0"}, "NLA_F_NESTED is masked off the type"
+    sent: list[tuple[int, int, bytes]] = []
+
+    class Recorder(rtnl.Rtnl):
+        def __init__(self) -> None:  # no socket
+            pass
+
+        def request(self, kind: int, flags: int, body: bytes) -> list[bytes]:
+            sent.append((kind, flags, body))
+            return []
+
+    Recorder().add_redirect(5, 7)
+    ((kind, _, body),) = sent
+    family, ifindex, handle, parent, info = struct.unpack_from("=BxxxiIII", body)
+    assert (kind, ifindex, parent, info) == (44, 5, 0xFFFF0000, 0x0300), (
+        "RTM_NEWTFILTER, ingress, protocol all"
+    )
+    top = rtnl.attrs(body, 20)
+    assert top[1] == b"u32\0"
+    u32 = rtnl.attrs(top[2])
+    assert u32[5][:3] == b"\x01\x00\x01", "TC_U32_TERMINAL, one key"
+    action = rtnl.attrs(rtnl.attrs(u32[7])[1])
+    assert action[1] == b"mirred\0"
+    parms = rtnl.attrs(action[2])[2]
+    assert struct.unpack("=IIiiiiI", parms)[2:] == (4, 0, 0, 1, 7), "stolen, egress redirect to link 7"

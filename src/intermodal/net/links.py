@@ -1,8 +1,10 @@
-"""Bridges and veth pairs: the engine's operations on links, over the small rtnetlink client in `rtnl`."""
+"""Bridges, veth pairs and taps: the engine's operations on links, over the small rtnetlink client in `rtnl`
+(a tap through /dev/net/tun: rtnetlink cannot make one)."""
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import ipaddress
 import os
 import socket
@@ -115,6 +117,24 @@ def add_endpoint(
         netns.run_in(namespace, configure)
     except OSError as e:
         raise _error(f"cannot configure {ifname} in the container", e) from None
+
+
+# if_tun.h
+_TUNSETIFF, _TUNSETPERSIST = 0x400454CA, 0x400454CB
+_IFF_TAP, _IFF_NO_PI = 0x0002, 0x1000
+
+
+def add_tap(name: str) -> None:
+    """A persistent tap `name`, down, in the calling thread's network namespace (the one /dev/net/tun is
+    opened in), as `ip tuntap add NAME mode tap` makes it; whoever opens it by name later (QEMU) attaches
+    to it, and it goes with its namespace."""
+    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        ifreq = struct.pack("=16sH22x", name.encode(), _IFF_TAP | _IFF_NO_PI)  # struct ifreq: 40 bytes
+        fcntl.ioctl(fd, _TUNSETIFF, ifreq)
+        fcntl.ioctl(fd, _TUNSETPERSIST, 1)
+    finally:
+        os.close(fd)
 
 
 def host_networks() -> list[ipaddress.IPv4Network]:

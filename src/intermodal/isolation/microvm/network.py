@@ -4,18 +4,22 @@ takes that place: a tap next to eth0 and a tc filter on each redirecting every f
 Containers' "tcfilter" model), the NIC using eth0's MAC and the guest eth0's address and default route. So
 everything the engine set up for a container (DNAT of -p, aardvark-dns names, isolation) applies as is.
 
-u32 `match u8 0 0` is the match-everything classifier: matchall is often not built (it is not here)."""
+All of it is netlink (and one ioctl for the tap) from a thread inside the namespace (`netns.run_in`): the
+two `nsenter sh -c` shells of `ip`/`tc` commands it took before cost 20-45 ms of every boot, this ≈1 ms."""
 
 from __future__ import annotations
 
-import json
-import subprocess
+import errno
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from intermodal.errors import IntermodalError
+from intermodal.net import links, netns
+from intermodal.net.rtnl import Rtnl, index_of
 
 TAP = "tap0"
+ETH = "eth0"
 
 
 @dataclass
@@ -37,36 +41,42 @@ def netns_path(spec: dict[str, Any]) -> str:
     return ""
 
 
-def _in_netns(netns: str, script: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["nsenter", f"--net={netns}", "sh", "-c", script], capture_output=True, text=True)
-
-
-def prepare(netns: str) -> Nic | None:
+def prepare(netns_path: str) -> Nic | None:
     """Bridge a tap to the namespace's eth0; None when there is no eth0 with IPv4 (--network none)."""
-    facts = _in_netns(netns, "ip -j addr show dev eth0 2>/dev/null || echo []; ip -j -4 route show default")
-    if facts.returncode != 0:
-        raise IntermodalError(f"cannot read the container's network: {facts.stderr.strip()}")
-    decoder = json.JSONDecoder()
-    links, end = decoder.raw_decode(facts.stdout)
-    routes = json.loads(facts.stdout[end:].strip() or "[]")
-    inet = [a for link in links for a in link.get("addr_info", []) if a.get("family") == "inet"]
-    if not links or not inet:
+    try:
+        return netns.run_in(Path(netns_path), _mirror)
+    except OSError as e:
+        raise IntermodalError(
+            f"cannot connect the VM to the container's network: {e.strerror or e}"
+        ) from None
+
+
+def _mirror() -> Nic | None:
+    """In the namespace: read eth0, make the tap (a stale one from an earlier boot goes first) and the two
+    redirects."""
+    eth = index_of(ETH)
+    if eth is None:
         return None
-    nic = Nic(mac=links[0]["address"], address=f"{inet[0]['local']}/{inet[0]['prefixlen']}",
-              gateway=routes[0].get("gateway", "") if routes else "", mtu=int(links[0].get("mtu", 1500)))  # fmt: skip
-    redirect = "protocol all u32 match u8 0 0 action mirred egress redirect dev"
-    setup = _in_netns(
-        netns,
-        f"""set -e
-ip link del {TAP} 2>/dev/null || true
-tc qdisc del dev eth0 ingress 2>/dev/null || true
-ip tuntap add dev {TAP} mode tap
-ip link set {TAP} mtu {nic.mtu} up
-tc qdisc add dev eth0 ingress
-tc filter add dev eth0 parent ffff: {redirect} {TAP}
-tc qdisc add dev {TAP} ingress
-tc filter add dev {TAP} parent ffff: {redirect} eth0""",
-    )
-    if setup.returncode != 0:
-        raise IntermodalError(f"cannot connect the VM to the container's network: {setup.stderr.strip()}")
+    with Rtnl() as nl:
+        mac, mtu = nl.link(eth)
+        inet = nl.ipv4_addresses(eth)
+        if not inet:
+            return None
+        nic = Nic(mac=mac, address=f"{inet[0][0]}/{inet[0][1]}", gateway=nl.default_gateway(), mtu=mtu)
+        stale = index_of(TAP)
+        if stale is not None:
+            nl.delete_link(stale)
+        try:
+            nl.delete_ingress_qdisc(eth)
+        except OSError as e:
+            if e.errno not in (errno.EINVAL, errno.ENOENT):
+                raise
+        links.add_tap(TAP)
+        tap = index_of(TAP)
+        assert tap is not None
+        nl.set_mtu(tap, mtu)
+        nl.set_up(tap)
+        for source, target in ((eth, tap), (tap, eth)):
+            nl.add_ingress_qdisc(source)
+            nl.add_redirect(source, target)
     return nic
