@@ -1,4 +1,4 @@
-"""System commands: disk usage, the store check and reset."""
+"""System commands: disk usage, prune, the store check and reset."""
 
 from __future__ import annotations
 
@@ -75,6 +75,43 @@ def reset_cmd(ctx: click.Context, force: bool) -> None:
     reset(root)
 
 
+@click.command("prune")
+@click.option(
+    "-a",
+    "--all",
+    "all_images",
+    is_flag=True,
+    help="Remove all unused images and build cache, not just dangling ones.",
+)
+@click.option("--volumes", is_flag=True, help="Prune anonymous volumes.")
+@click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation.")
+@click.pass_context
+def prune_cmd(ctx: click.Context, all_images: bool, volumes: bool, force: bool) -> None:
+    """Remove unused data: stopped containers, unused networks, dangling images and build cache."""
+    if not force:
+        items = ["all stopped containers", "all networks not used by at least one container",
+                 *(["all anonymous volumes not used by at least one container"] if volumes else []),
+                 "all images without at least one container associated to them" if all_images else "all dangling images",
+                 "all build cache" if all_images else "unused build cache"]  # fmt: skip
+        click.confirm(
+            "WARNING! This will remove:\n"
+            + "".join(f"  - {item}\n" for item in items)
+            + "\nAre you sure you want to continue?",
+            abort=True,
+        )
+    from intermodal.engine import prune
+
+    pruned = prune.system(ctx.find_root().obj["root"], all_images=all_images, volumes=volumes)
+    for title, names in (("Deleted Containers", pruned.containers), ("Deleted Networks", pruned.networks),
+                         ("Deleted Volumes", pruned.volumes), ("Deleted Images", [f"deleted: {i}" for i in pruned.images])):  # fmt: skip
+        if names:
+            click.echo(f"{title}:\n" + "".join(f"{n}\n" for n in names))
+    if pruned.build_cache:
+        click.echo(f"Deleted build cache objects: {pruned.build_cache}\n")
+    click.echo(f"Total reclaimed space: {human_size(pruned.reclaimed)}")
+
+
 system_group.add_command(df_cmd)
+system_group.add_command(prune_cmd)
 system_group.add_command(reset_cmd)
 system_group.add_command(check_cmd)

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import click
 
 from intermodal.cli.containers import service
 from intermodal.cli.output import for_each, human_size, print_formatted, print_table
 from intermodal.engine.containers.options import parse_labels
 from intermodal.engine.containers.service import ContainerService
-from intermodal.errors import IntermodalError, InvalidArgument
-
-_ANONYMOUS = "com.docker.volume.anonymous"
+from intermodal.errors import InvalidArgument
 
 
 @click.group("volume")
@@ -133,14 +128,6 @@ def rm_cmd(ctx: click.Context, force: bool, names: tuple[str, ...]) -> None:
     )
 
 
-def _size(path: Path) -> int:
-    total = 0
-    for _dirpath, _dirs, files, dir_fd in os.fwalk(path):
-        for f in files:
-            total += os.stat(f, dir_fd=dir_fd, follow_symlinks=False).st_blocks * 512
-    return total
-
-
 @volume_group.command("prune")
 @click.option(
     "-a", "--all", "all_volumes", is_flag=True, help="Remove all unused volumes, not just anonymous ones."
@@ -157,21 +144,12 @@ def prune_cmd(ctx: click.Context, all_volumes: bool, force: bool, filters: tuple
             "Are you sure you want to continue?",
             abort=True,
         )
+    from intermodal.engine.prune import unused_volumes
+
     svc = service(ctx)
-    removed, reclaimed = [], 0
-    for name in svc.volumes.names():
-        meta = svc.volumes.inspect(name)
-        if not all_volumes and _ANONYMOUS not in meta["Labels"]:
-            continue
-        if svc.volume_users(name) or not _matches(svc, meta, filters):
-            continue
-        size = _size(svc.volumes.data_dir(name))
-        try:
-            svc.volumes.remove(name, in_use_by=svc.volume_users(name))
-        except IntermodalError:
-            continue  # taken by a container meanwhile
-        removed.append(name)
-        reclaimed += size
+    removed, reclaimed = unused_volumes(
+        svc, all_volumes=all_volumes, matches=lambda meta: _matches(svc, meta, filters)
+    )
     if removed:
         click.echo("Deleted Volumes:")
         click.echo("\n".join(removed))
