@@ -57,6 +57,8 @@ _COMMANDS = {
     "builder": "build:builder_group",
     "network": "networks:network_group",
     "port": "networks:port_cmd",
+    "info": "info:info_cmd",
+    "version": "info:version_cmd",
 }
 
 

@@ -26,7 +26,7 @@ def resolve(choice: str, data_dir: Path, kernel: Path, initrd: Path) -> str:
         if choice == "kvm" and not qemu.kvm_usable():
             raise InvalidArgument("--vm-accel kvm: /dev/kvm is missing or not accessible; use tcg or auto")
         return choice
-    cache = data_dir / f"accel-{os.uname().release}.json"
+    cache = _verdict_file(data_dir)
     with file_lock(data_dir / "accel.lock"):
         try:
             return str(json.loads(cache.read_text())["accel"])
@@ -44,6 +44,18 @@ def resolve(choice: str, data_dir: Path, kernel: Path, initrd: Path) -> str:
             )
         atomic_write_bytes(cache, json.dumps({"accel": verdict, "reason": why}).encode())
         return verdict
+
+
+def _verdict_file(data_dir: Path) -> Path:
+    return data_dir / f"accel-{os.uname().release}.json"
+
+
+def cached_verdict(data_dir: Path) -> dict[str, str] | None:
+    """The accelerator `auto` chose on this host kernel ({"accel", "reason"}), None before the first VM."""
+    try:
+        return dict(json.loads(_verdict_file(data_dir).read_text()))
+    except (OSError, ValueError):
+        return None
 
 
 def boots(kernel: Path, initrd: Path) -> tuple[bool, str]:
