@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -107,6 +108,23 @@ def test_lifecycle_state_kill_delete(runtime: Any, make_bundle: Callable[..., Pa
     assert runtime("state", "life", check=False).returncode != 0
     assert not cgroups.V1(f"/intermodal-test/life-{runtime.name}").exists()
     assert mounts_mentioning(bundle.parent) == mounts_before
+
+
+def test_update_sets_limits_of_a_running_container(runtime: Any, make_bundle: Callable[..., Path]) -> None:
+    path = f"/intermodal-test/update-{runtime.name}"
+    bundle = make_bundle(["sleep", "600"], cgroups_path=path)
+    with open(os.devnull, "w") as null:
+        runtime.create("upd", bundle, stdout=null, stderr=null)
+    runtime("start", "upd")
+    resources = bundle / "resources.json"
+    resources.write_text(
+        json.dumps({"memory": {"limit": 96 << 20, "swap": 192 << 20}, "pids": {"limit": 40}})
+    )
+    runtime("update", "--resources", str(resources), "upd")
+    memory = Path("/sys/fs/cgroup/memory") / path.lstrip("/")
+    assert (memory / "memory.limit_in_bytes").read_text() == f"{96 << 20}\n"
+    assert (Path("/sys/fs/cgroup/pids") / path.lstrip("/") / "pids.max").read_text() == "40\n"
+    runtime("delete", "--force", "upd")
 
 
 def test_delete_force_and_delete_created(runtime: Any, make_bundle: Callable[..., Path]) -> None:

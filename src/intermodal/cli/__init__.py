@@ -41,6 +41,7 @@ _COMMANDS = {
     "pause": "containers:pause_cmd",
     "unpause": "containers:unpause_cmd",
     "rename": "containers:rename_cmd",
+    "update": "containers:update_cmd",
     "ps": "containers:ps_cmd",
     "logs": "containers:logs_cmd",
     "container": "containers:container_group",

@@ -304,6 +304,28 @@ def rm_cmd(ctx: click.Context, containers: tuple[str, ...], force: bool, volumes
     for_each(containers, lambda c: svc.remove(c, force=force, volumes=volumes), echo=True)
 
 
+@click.command("update")
+@click.argument("containers", nargs=-1, required=True)
+@click.option("-m", "--memory", help="Memory limit.")
+@click.option("--memory-swap", help="Swap limit equal to memory plus swap: -1 for unlimited.")
+@click.option("--memory-reservation", help="Memory soft limit.")
+@click.option("--cpus", help="Number of CPUs.")
+@click.option("-c", "--cpu-shares", type=int, help="CPU shares (relative weight).")
+@click.option("--cpu-quota", type=int, help="Limit CPU CFS quota.")
+@click.option("--cpu-period", type=int, help="Limit CPU CFS period.")
+@click.option("--cpuset-cpus", help="CPUs in which to allow execution (0-3, 0,1).")
+@click.option("--pids-limit", type=int, help="Tune container pids limit.")
+@click.option("--restart", help="Restart policy: no, on-failure[:N], always, unless-stopped.")
+@click.pass_context
+def update_cmd(ctx: click.Context, containers: tuple[str, ...], **kw: Any) -> None:
+    """Update configuration of one or more containers (limits apply at once to running ones)."""
+    changes = {key: value for key, value in kw.items() if value is not None}
+    if not changes:
+        raise InvalidArgument("you must provide one or more flags when using this command (see --help)")
+    svc = service(ctx)
+    for_each(containers, lambda spec: svc.update(spec, dict(changes)), echo=True)
+
+
 @click.command("wait")
 @click.argument("containers", nargs=-1, required=True)
 @click.pass_context
@@ -533,6 +555,6 @@ def container_group() -> None:
 for _name, _command in {
     "run": run_cmd, "create": create_cmd, "start": start_cmd, "stop": stop_cmd, "kill": kill_cmd,
     "restart": restart_cmd, "rm": rm_cmd, "wait": wait_cmd, "pause": pause_cmd, "unpause": unpause_cmd,
-    "rename": rename_cmd, "ls": ps_cmd, "ps": ps_cmd, "logs": logs_cmd, "prune": prune_cmd, "cleanup": cleanup_cmd,
+    "rename": rename_cmd, "update": update_cmd, "ls": ps_cmd, "ps": ps_cmd, "logs": logs_cmd, "prune": prune_cmd, "cleanup": cleanup_cmd,
 }.items():  # fmt: skip
     container_group.add_command(_command, _name)

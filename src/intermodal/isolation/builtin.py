@@ -43,6 +43,12 @@ class BuiltinRuntime(OciRuntime):
         with contextlib.suppress(IntermodalError):
             self._runtime().kill(cid, sig, all_processes=all_processes)
 
+    def update(self, cid: str, resources: dict[str, Any]) -> None:
+        try:
+            self._runtime().update(cid, resources)
+        except (IntermodalError, OSError) as e:
+            raise runtime_error(self.name, "update", str(e)) from None
+
     def delete(self, cid: str, force: bool = True) -> None:
         if not (self.state_root / cid).exists():
             return

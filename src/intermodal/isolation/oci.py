@@ -127,6 +127,15 @@ class OciRuntime:
             return  # never created (or already deleted): skip starting the runtime at all
         self._call("delete", *(["--force"] if force else []), cid, check=False)
 
+    def update(self, cid: str, resources: dict[str, Any]) -> None:
+        """`update --resources FILE`, which runc, crun and ours share, for a created or running container."""
+        path = self.state_root / f".{cid}.resources.json"
+        atomic_write_bytes(path, json.dumps(resources).encode(), durable=False)
+        try:
+            self._call("update", "--resources", str(path), cid)
+        finally:
+            path.unlink(missing_ok=True)
+
     def state(self, cid: str) -> dict[str, Any] | None:
         result = self._call("state", cid, check=False)
         if result.returncode != 0:

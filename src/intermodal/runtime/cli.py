@@ -117,6 +117,13 @@ def delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def update(args: argparse.Namespace) -> int:
+    """Change a container's cgroup limits from an OCI linux.resources JSON (a file, or - for stdin)."""
+    text = sys.stdin.read() if args.resources == "-" else Path(args.resources).read_text()
+    _runtime(args).update(args.container_id, json.loads(text))
+    return 0
+
+
 def pause(args: argparse.Namespace) -> int:
     """Freeze every process of the container."""
     _runtime(args).pause(args.container_id)
@@ -192,6 +199,9 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("--all", "-a", action="store_true", help="Signal every process in the container.")
     k.add_argument("container_id")
     k.add_argument("signal", nargs="?", default="SIGTERM")
+    up = command("update", update)
+    up.add_argument("--resources", "-r", required=True, help="linux.resources JSON: a file, or - for stdin.")
+    up.add_argument("container_id")
     d = command("delete", delete)
     d.add_argument("--force", "-f", action="store_true", help="Kill the container first if it is running.")
     d.add_argument("container_id")

@@ -310,6 +310,16 @@ class Runtime:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
 
+    def update(self, container_id: str, resources: dict[str, Any]) -> None:
+        """Change a created or running container's cgroup limits (runc update): `resources` is an OCI
+        `linux.resources` object; only the limits it names change."""
+        with self.store.lock(container_id):
+            state = self.store.load(container_id)
+            status = self.store.status(state)
+            if status not in (CREATED, RUNNING, PAUSED):
+                raise Conflict(f"cannot update container {container_id!r}: it is {status}")
+            self._cgroup(state).set(resources)
+
     def pause(self, container_id: str) -> None:
         self._set_paused(container_id, True)
 

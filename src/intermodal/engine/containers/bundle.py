@@ -312,6 +312,24 @@ def process_args(record: ContainerRecord) -> list[str]:
     return args
 
 
+def linux_resources(hc: dict[str, Any]) -> dict[str, Any]:
+    """The OCI `linux.resources` for a HostConfig's limits (also what `update` hands the runtime)."""
+    resources = oci.resources(
+        memory=hc.get("Memory") or None,
+        memory_swap=hc.get("MemorySwap") or None,
+        memory_reservation=hc.get("MemoryReservation") or None,
+        cpu_shares=hc.get("CpuShares") or None,
+        cpus=(hc["NanoCpus"] / 1e9) if hc.get("NanoCpus") else None,
+        cpu_quota=hc.get("CpuQuota") or None,
+        cpu_period=hc.get("CpuPeriod") or None,
+        cpuset_cpus=hc.get("CpusetCpus") or None,
+        pids_limit=hc.get("PidsLimit") or None,
+    )
+    if hc.get("OomKillDisable"):
+        resources.setdefault("memory", {})["disableOOMKiller"] = True
+    return resources
+
+
 def build_spec(
     record: ContainerRecord, paths: Paths, mounts: list[dict[str, Any]], netns: str | None = ""
 ) -> dict[str, Any]:
@@ -354,19 +372,7 @@ def build_spec(
             raise InvalidArgument(
                 f"invalid --security-opt {opt!r}: supported are seccomp=…, no-new-privileges"
             )
-    resources = oci.resources(
-        memory=hc.get("Memory") or None,
-        memory_swap=hc.get("MemorySwap") or None,
-        memory_reservation=hc.get("MemoryReservation") or None,
-        cpu_shares=hc.get("CpuShares") or None,
-        cpus=(hc["NanoCpus"] / 1e9) if hc.get("NanoCpus") else None,
-        cpu_quota=hc.get("CpuQuota") or None,
-        cpu_period=hc.get("CpuPeriod") or None,
-        cpuset_cpus=hc.get("CpusetCpus") or None,
-        pids_limit=hc.get("PidsLimit") or None,
-    )
-    if hc.get("OomKillDisable"):
-        resources.setdefault("memory", {})["disableOOMKiller"] = True
+    resources = linux_resources(hc)
     namespaces: dict[str, str | None] = {"network": netns} if netns != "" else {}
     for kind, mode in (
         ("pid", "PidMode"),

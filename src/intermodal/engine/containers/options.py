@@ -239,8 +239,9 @@ def container_config(opts: RunOptions, image_config: dict[str, Any], cid: str) -
     }
 
 
-def host_config(opts: RunOptions) -> dict[str, Any]:
-    """Docker's `HostConfig` with every limit validated (values in Docker's units: bytes, nano-CPUs)."""
+def resource_config(opts: RunOptions) -> dict[str, Any]:
+    """The cgroup limits of HostConfig (`run` and `update` flags), each checked alone and against the others;
+    values in Docker's units: bytes, nano-CPUs, microseconds."""
     memory = parse_size(opts.memory, "memory limit") if opts.memory else 0
     if memory and memory < MIN_MEMORY:
         raise InvalidArgument(f"invalid --memory {opts.memory}: the minimum allowed is 6MB")
@@ -270,14 +271,6 @@ def host_config(opts: RunOptions) -> dict[str, Any]:
         raise InvalidArgument(f"invalid --cpu-shares {opts.cpu_shares}: must be positive")
     if opts.cpuset_cpus and not re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", opts.cpuset_cpus):
         raise InvalidArgument(f"invalid --cpuset-cpus {opts.cpuset_cpus!r}: use a list like 0-1 or 0,1")
-    log_config = {}
-    for opt in opts.log_opts:
-        key, sep, value = opt.partition("=")
-        if not sep or key not in ("max-size", "max-file"):
-            raise InvalidArgument(f"invalid --log-opt {opt!r}: supported are max-size=SIZE and max-file=N")
-        log_config[key] = value
-    if "max-size" in log_config:
-        parse_size(log_config["max-size"], "log max-size")
     reservation = parse_size(opts.memory_reservation, "memory reservation") if opts.memory_reservation else 0
     if memory and reservation > memory:
         raise InvalidArgument(
@@ -291,6 +284,29 @@ def host_config(opts: RunOptions) -> dict[str, Any]:
         raise InvalidArgument(f"invalid --cpu-period {opts.cpu_period}: it is 1000-1000000 microseconds")
     if opts.cpu_quota and opts.cpu_quota != -1 and opts.cpu_quota < 1000:
         raise InvalidArgument(f"invalid --cpu-quota {opts.cpu_quota}: at least 1000 microseconds (or -1)")
+    return {
+        "Memory": memory,
+        "MemorySwap": swap,
+        "MemoryReservation": reservation,
+        "NanoCpus": nano_cpus,
+        "CpuShares": opts.cpu_shares,
+        "CpuQuota": opts.cpu_quota,
+        "CpuPeriod": opts.cpu_period,
+        "CpusetCpus": opts.cpuset_cpus,
+        "PidsLimit": opts.pids_limit or None,
+    }
+
+
+def host_config(opts: RunOptions) -> dict[str, Any]:
+    """Docker's `HostConfig` with every limit validated (values in Docker's units: bytes, nano-CPUs)."""
+    log_config = {}
+    for opt in opts.log_opts:
+        key, sep, value = opt.partition("=")
+        if not sep or key not in ("max-size", "max-file"):
+            raise InvalidArgument(f"invalid --log-opt {opt!r}: supported are max-size=SIZE and max-file=N")
+        log_config[key] = value
+    if "max-size" in log_config:
+        parse_size(log_config["max-size"], "log max-size")
     if not -1000 <= opts.oom_score_adj <= 1000:
         raise InvalidArgument(f"invalid --oom-score-adj {opts.oom_score_adj}: it is -1000 to 1000")
     restart = parse_restart(opts.restart)
@@ -305,12 +321,7 @@ def host_config(opts: RunOptions) -> dict[str, Any]:
         "AutoRemove": opts.auto_remove,
         **vm_config(opts),
         "Init": opts.init,
-        "Memory": memory,
-        "MemorySwap": swap,
-        "NanoCpus": nano_cpus,
-        "CpuShares": opts.cpu_shares,
-        "PidsLimit": opts.pids_limit or None,
-        "CpusetCpus": opts.cpuset_cpus,
+        **resource_config(opts),
         "ReadonlyRootfs": opts.read_only,
         "Privileged": opts.privileged,
         "CapAdd": list(opts.cap_add) or None,
@@ -322,9 +333,6 @@ def host_config(opts: RunOptions) -> dict[str, Any]:
         "GroupAdd": list(opts.group_add) or None,
         "OomScoreAdj": opts.oom_score_adj,
         "OomKillDisable": opts.oom_kill_disable,
-        "MemoryReservation": reservation,
-        "CpuQuota": opts.cpu_quota,
-        "CpuPeriod": opts.cpu_period,
         **namespace_config(opts),
         **network_config(opts),
     }

@@ -525,6 +525,42 @@ class ContainerService:
             record.state.update(changes)
             self.store.save(record)
 
+    def update(self, spec: str, changes: dict[str, Any]) -> ContainerRecord:
+        """`docker update`: new cgroup limits (RunOptions field -> flag value) and/or restart policy. They are
+        checked together with the limits the container already has, written to its record (so the next start
+        uses them) and, while it runs, handed to its runtime (`update --resources`)."""
+        cid = self.store.resolve(spec).id
+        with self.store.locked(cid):
+            live = self.refresh(self.store.load(cid), locked=True).status in (RUNNING, PAUSED)
+            record = self.store.load(cid)  # as stored: refresh may have finalized it, or returned a view
+            hc = record.host_config
+            current = run_options.RunOptions(
+                image="", memory=str(hc.get("Memory") or ""), memory_swap=str(hc.get("MemorySwap") or ""),
+                memory_reservation=str(hc.get("MemoryReservation") or ""),
+                cpus=str(hc["NanoCpus"] / 1e9) if hc.get("NanoCpus") else "", cpu_shares=hc.get("CpuShares") or 0,
+                cpu_quota=hc.get("CpuQuota") or 0, cpu_period=hc.get("CpuPeriod") or 0,
+                cpuset_cpus=hc.get("CpusetCpus") or "", pids_limit=hc.get("PidsLimit") or 0,
+            )  # fmt: skip
+            restart = changes.pop("restart", None)
+            for key, value in changes.items():
+                setattr(current, key, value)
+            limits = run_options.resource_config(current)
+            if restart is not None:
+                hc["RestartPolicy"] = run_options.parse_restart(restart)
+                if hc.get("AutoRemove") and hc["RestartPolicy"]["Name"] != "no":
+                    raise InvalidArgument("conflicting options: --restart and an --rm container")
+            if changes and live and record.runtime == oci.VM:
+                raise Conflict(
+                    f"cannot change the limits of running micro-VM {spec}: its memory and CPUs are fixed at boot; "
+                    "stop it, update, and start it again"
+                )
+            hc.update(limits)
+            if changes and live:
+                resources = {k: v for k, v in bundles.linux_resources(hc).items() if k != "devices"}
+                self.runtime(record).update(record.id, resources)
+            self.store.save(record)
+        return record
+
     def rename(self, spec: str, new_name: str) -> None:
         record = self.store.resolve(spec)
         self.store.rename(record.id, new_name.removeprefix("/"))
