@@ -42,6 +42,7 @@ _COMMANDS = {
     "unpause": "containers:unpause_cmd",
     "rename": "containers:rename_cmd",
     "update": "containers:update_cmd",
+    "attach": "containers:attach_cmd",
     "ps": "containers:ps_cmd",
     "logs": "containers:logs_cmd",
     "container": "containers:container_group",

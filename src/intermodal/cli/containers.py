@@ -304,6 +304,28 @@ def rm_cmd(ctx: click.Context, containers: tuple[str, ...], force: bool, volumes
     for_each(containers, lambda c: svc.remove(c, force=force, volumes=volumes), echo=True)
 
 
+@click.command("attach")
+@click.argument("container")
+@click.option("--no-stdin", is_flag=True, help="Do not attach STDIN.")
+@click.option("--sig-proxy/--no-sig-proxy", default=True, help="Proxy all received signals to the process.")
+@click.option("--detach-keys", default="ctrl-p,ctrl-q", help="Override the key sequence for detaching.")
+@click.pass_context
+def attach_cmd(ctx: click.Context, container: str, no_stdin: bool, sig_proxy: bool, detach_keys: str) -> None:
+    """Attach local standard input, output, and error streams to a running container."""
+    from intermodal.engine.containers import attach
+
+    try:
+        keys = attach.detach_keys(detach_keys)
+    except ValueError as e:
+        raise InvalidArgument(str(e)) from None
+    try:
+        code = service(ctx).attach(container, stdin=not no_stdin, sig_proxy=sig_proxy, keys=keys)
+    except attach.Detached:
+        click.echo("read escape sequence", err=True)
+        sys.exit(1)
+    sys.exit(code)
+
+
 @click.command("update")
 @click.argument("containers", nargs=-1, required=True)
 @click.option("-m", "--memory", help="Memory limit.")
@@ -555,6 +577,6 @@ def container_group() -> None:
 for _name, _command in {
     "run": run_cmd, "create": create_cmd, "start": start_cmd, "stop": stop_cmd, "kill": kill_cmd,
     "restart": restart_cmd, "rm": rm_cmd, "wait": wait_cmd, "pause": pause_cmd, "unpause": unpause_cmd,
-    "rename": rename_cmd, "update": update_cmd, "ls": ps_cmd, "ps": ps_cmd, "logs": logs_cmd, "prune": prune_cmd, "cleanup": cleanup_cmd,
+    "rename": rename_cmd, "update": update_cmd, "attach": attach_cmd, "ls": ps_cmd, "ps": ps_cmd, "logs": logs_cmd, "prune": prune_cmd, "cleanup": cleanup_cmd,
 }.items():  # fmt: skip
     container_group.add_command(_command, _name)

@@ -36,9 +36,11 @@ class Engine:
         self, *args: str, check: bool = True, timeout: float = 60, **kw: object
     ) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if k != "INTERMODAL_ROOT"}
+        if "input" not in kw:
+            kw["stdin"] = subprocess.DEVNULL
         proc = subprocess.run(
             [INTERMODAL, "--root", str(self.root), *args],
-            capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL, **kw,  # type: ignore[call-overload]
+            capture_output=True, text=True, timeout=timeout, env=env, **kw,  # type: ignore[call-overload]
         )  # fmt: skip
         if check and proc.returncode != 0:
             raise AssertionError(f"intermodal {' '.join(args)} exited {proc.returncode}: {proc.stderr}")

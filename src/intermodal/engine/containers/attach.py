@@ -1,7 +1,9 @@
 """Foreground containers (`run` without -d, `start -a`): the CLI process itself is the monitor, as
 `crun run` is. It becomes a child subreaper so the container's init is re-parented to it after the
 runtime's `create` returns, pumps the container's output to the terminal and the log, forwards signals
-(Docker's --sig-proxy), and reaps the exit status. Skipping conmon here saves a process per run."""
+(Docker's --sig-proxy), and reaps the exit status. Skipping conmon here saves a process per run.
+
+`attach` joins a detached container instead, through the attach socket of the conmon that monitors it."""
 
 from __future__ import annotations
 
@@ -240,3 +242,75 @@ def _forward_signals(pid: int) -> Iterator[None]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+# conmon's attach socket (conn_sock.c, ctr_stdio.c): SOCK_SEQPACKET; each output packet starts with one byte
+# naming the stream, stdin goes in raw. Its ctl FIFO takes "TYPE ROWS COLS\n" lines, type 1 a window size.
+_STREAMS = {2: 1, 3: 2}  # conmon's STDOUT_PIPE, STDERR_PIPE -> our fd
+_PACKET = 8192 + 1
+
+
+class Detached(Exception):
+    """The user typed the detach keys: the container goes on running."""
+
+
+def detach_keys(spec: str) -> bytes:
+    """Docker's --detach-keys ("ctrl-p,ctrl-q", "a,ctrl-x"): each item a character or ctrl-<key>."""
+    keys = bytearray()
+    for item in spec.split(","):
+        if len(item) == 1:
+            keys.append(ord(item))
+        elif item.startswith("ctrl-") and len(item) == 6 and (item[5].isalpha() or item[5] in "@[\\]^_"):
+            keys.append(ord(item[5].upper()) & 0x1F)
+        else:
+            raise ValueError(
+                f"invalid detach keys {spec!r}: use characters or ctrl-<key>, e.g. ctrl-p,ctrl-q"
+            )
+    return bytes(keys)
+
+
+def attach_to_monitor(bundle: Path, pid: int, *, stdin: bool, terminal: bool, sig_proxy: bool,
+                      keys: bytes) -> None:  # fmt: skip
+    """Copy the container's output to ours and, with `stdin`, our input to it, until the container's output
+    ends (it exited) or `keys` are typed (raises Detached). A terminal gets our window size and raw mode."""
+    import socket
+
+    dir_fd = os.open(bundle, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        sock.connect(f"/proc/self/fd/{dir_fd}/attach")  # the full path exceeds sun_path's 108 bytes
+    finally:
+        os.close(dir_fd)
+    saved = None
+    if terminal and stdin and sys.stdin.isatty():
+        rows, cols = termios.tcgetwinsize(sys.stdin.fileno())
+        with contextlib.suppress(OSError), open(bundle / "ctl", "w") as ctl:
+            ctl.write(f"1 {rows} {cols}\n")
+        saved = termios.tcgetattr(sys.stdin.fileno())
+        tty.setraw(sys.stdin.fileno())
+    typed = b""
+    try:
+        with _forward_signals(pid) if sig_proxy and not terminal else contextlib.nullcontext():
+            inputs = [sock.fileno(), *([sys.stdin.fileno()] if stdin else [])]
+            while sock.fileno() in inputs:
+                ready, _, _ = _select(inputs)
+                if sock.fileno() in ready:
+                    packet = sock.recv(_PACKET)
+                    if not packet:
+                        break
+                    if packet[0] in _STREAMS:
+                        os.write(_STREAMS[packet[0]], packet[1:])
+                if stdin and sys.stdin.fileno() in ready:
+                    data = os.read(sys.stdin.fileno(), _PACKET - 1)
+                    if not data:
+                        inputs.remove(sys.stdin.fileno())
+                        continue
+                    if keys:
+                        typed = (typed + data)[-len(keys) :]
+                        if typed == keys:
+                            raise Detached
+                    sock.send(data)
+    finally:
+        sock.close()
+        if saved is not None:
+            termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, saved)

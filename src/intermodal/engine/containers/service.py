@@ -448,6 +448,25 @@ class ContainerService:
                 return self.refresh(record)
             time.sleep(0.02)
 
+    def attach(self, spec: str, *, stdin: bool, sig_proxy: bool, keys: bytes) -> int:
+        """`docker attach`: join a detached container's stdio through its monitor; returns its exit code
+        (attach.Detached when the user typed the detach keys)."""
+        record = self.get(spec)
+        if record.status not in (RUNNING, PAUSED):
+            raise Conflict(f"cannot attach to container {spec}: it is {record.status}: start it first")
+        paths = self.paths(record.id)
+        if not (paths.bundle / "attach").exists():
+            raise Conflict(
+                f"cannot attach to container {spec}: it runs in the foreground of the command that started it"
+            )
+        attach.attach_to_monitor(paths.bundle, int(record.state.get("Pid") or 0), keys=keys,
+                                 stdin=stdin and bool(record.config.get("OpenStdin")),
+                                 terminal=bool(record.config.get("Tty")), sig_proxy=sig_proxy)  # fmt: skip
+        exit_file = paths.exits / record.id
+        if exit_file.exists():  # read at once: an --rm container's files go with it
+            return _read_exit(exit_file)
+        return self.wait(record.id)
+
     def wait(self, spec: str, condition: str = "not-running") -> int:
         record = self.store.resolve(spec)
         while True:
