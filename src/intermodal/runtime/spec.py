@@ -279,16 +279,16 @@ def add_device(spec: dict[str, Any], path: str, *, kind: str, major: int, minor:
     )
 
 
-def set_shm(spec: dict[str, Any], ipc_mode: str, size: int) -> None:
-    """/dev/shm as Docker makes it: a tmpfs of `size` bytes in a private IPC namespace, the host's /dev/shm
-    with --ipc host, none with --ipc none."""
+def set_shm(spec: dict[str, Any], ipc_mode: str, size: int, shared: str = "/dev/shm") -> None:
+    """/dev/shm as Docker makes it: a tmpfs of `size` bytes in a private IPC namespace, none with --ipc none,
+    and a bind of `shared` (the host's /dev/shm, or the joined container's) with --ipc host|container:X."""
     mounts = spec["mounts"]
     at = next(i for i, m in enumerate(mounts) if m["destination"] == "/dev/shm")
-    if ipc_mode == "host":
+    if ipc_mode == "host" or ipc_mode.startswith("container:"):
         mounts[at] = {
             "destination": "/dev/shm",
             "type": "bind",
-            "source": "/dev/shm",
+            "source": shared,
             "options": ["rbind", "rprivate"],
         }
     elif ipc_mode == "none":

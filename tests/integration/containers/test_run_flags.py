@@ -175,3 +175,18 @@ def test_host_level_flags_are_refused_for_a_micro_vm(engine: Engine) -> None:
     assert proc.returncode == 125
     assert "--pid, --sysctl cannot be used with --isolation=vm" in proc.stderr
     assert engine("ps", "-aq").stdout == ""
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_pid_namespace_of_another_container(engine: Engine, runtime: str) -> None:
+    engine("run", "-d", "--name", "app", "busybox", "sleep", "61")
+    seen = engine(
+        "run", "--rm", "--runtime", runtime, "--pid", "container:app", "busybox", "ps", "-o", "args"
+    )
+    assert "sleep 61" in seen.stdout
+    assert "sleep 61" not in engine("run", "--rm", "busybox", "ps", "-o", "args").stdout
+    engine("stop", "-t", "0", "app")
+    stopped = engine("run", "--rm", "--pid", "container:app", "busybox", "true", check=False)
+    assert stopped.returncode == 125 and "start it first" in stopped.stderr
+    missing = engine("run", "--rm", "--pid", "container:nosuch", "busybox", "true", check=False)
+    assert missing.returncode == 125 and "nosuch" in missing.stderr

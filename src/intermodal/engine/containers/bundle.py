@@ -331,10 +331,15 @@ def linux_resources(hc: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_spec(
-    record: ContainerRecord, paths: Paths, mounts: list[dict[str, Any]], netns: str | None = ""
+    record: ContainerRecord,
+    paths: Paths,
+    mounts: list[dict[str, Any]],
+    netns: str | None = "",
+    joined: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """config.json for this container: Docker's secure defaults plus the record's flags. `netns`: the network
-    namespace to join (made by the engine's networks), None for the host's, "" for a new one."""
+    namespace to join (made by the engine's networks), None for the host's, "" for a new one. `joined`: for
+    --pid container:X, the namespace kind -> the PID of X's init, whose namespace to join."""
     cfg, hc = record.config, record.host_config
     user = resolve_user(str(paths.rootfs), cfg.get("User") or "0")
     env = dict(e.split("=", 1) for e in cfg.get("Env") or [] if "=" in e)
@@ -382,6 +387,8 @@ def build_spec(
     ):
         if hc.get(mode) == "host":
             namespaces[kind] = None  # the host's: no namespace of its own
+        elif str(hc.get(mode)).startswith("container:"):
+            namespaces[kind] = f"/proc/{(joined or {})[kind]}/ns/{kind}"
     spec = oci.default_spec(
         process_args(record),
         env=env,

@@ -426,14 +426,20 @@ _IPC_SYSCTLS = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
 
 
 def namespace_config(opts: RunOptions) -> dict[str, Any]:
-    """PidMode, IpcMode, UTSMode and CgroupnsMode (host or private), ShmSize and Sysctls, which depend on them."""
-    modes = {"--pid": (opts.pid, ("", "host")), "--ipc": (opts.ipc, ("", "private", "shareable", "host", "none")),
-             "--uts": (opts.uts, ("", "host")), "--cgroupns": (opts.cgroupns, ("", "private", "host"))}  # fmt: skip
+    """PidMode, IpcMode, UTSMode and CgroupnsMode (host, private, or for pid another container's:
+    container:NAME), ShmSize and Sysctls, which depend on them. `--ipc container:X` is not offered: X's
+    /dev/shm would have to be a host-side mount to be shared (Docker's `shareable`), which every container
+    would pay an unmount for."""
+    modes = {"--pid": (opts.pid, ("", "host", "container:")), "--uts": (opts.uts, ("", "host")),
+             "--ipc": (opts.ipc, ("", "private", "shareable", "host", "none")),
+             "--cgroupns": (opts.cgroupns, ("", "private", "host"))}  # fmt: skip
     for flag, (value, allowed) in modes.items():
-        if value not in allowed:
-            raise InvalidArgument(
-                f"invalid {flag} {value!r}: use {' or '.join(a for a in allowed if a)} (container:NAME is not supported)"
-            )
+        joins = value.startswith("container:")
+        if (joins and ("container:" not in allowed or value == "container:")) or (
+            not joins and value not in allowed
+        ):
+            choices = " or ".join(("container:NAME" if a == "container:" else a) for a in allowed if a)
+            raise InvalidArgument(f"invalid {flag} {value!r}: use {choices}")
     if opts.uts == "host" and opts.hostname:
         raise InvalidArgument("conflicting options: --hostname and --uts host (the host's name is used)")
     ipc = opts.ipc if opts.ipc in ("host", "none") else "private"
@@ -451,8 +457,10 @@ def namespace_config(opts: RunOptions) -> dict[str, Any]:
     network = "bridge" if opts.network in ("", "default") else opts.network
     for key in sysctls:
         if key in _IPC_SYSCTLS or key.startswith("fs.mqueue."):
-            if ipc == "host":
-                raise InvalidArgument(f"invalid --sysctl {key}: it cannot be set with --ipc host")
+            if ipc != "private":
+                raise InvalidArgument(
+                    f"invalid --sysctl {key}: it needs the container's own IPC namespace, not --ipc {ipc}"
+                )
         elif key.startswith("net."):
             if network == "host":
                 raise InvalidArgument(f"invalid --sysctl {key}: it cannot be set with --network host")

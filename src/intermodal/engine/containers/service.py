@@ -164,6 +164,11 @@ class ContainerService:
                 )
             hc["UsernsMode"], private_userns = "", False
         self.networks.check(hc)
+        for mode in ("PidMode", "IpcMode"):
+            if hc[mode].startswith("container:"):
+                self.store.resolve(
+                    hc[mode].partition(":")[2]
+                )  # no such container: an error now, not at start
         if hc["NetworkMode"].startswith("container:"):  # Docker: the joined container's host name too
             config["Hostname"] = self.store.resolve(hc["NetworkMode"].partition(":")[2]).config["Hostname"]
         for v in hc["Binds"]:
@@ -202,6 +207,21 @@ class ContainerService:
 
     # -- start ----------------------------------------------------------------------------------------------
 
+    def _joined_namespaces(self, record: ContainerRecord) -> dict[str, int]:
+        """--pid container:X: {"pid": the PID of X's init}; X must be running here."""
+        mode = str(record.host_config.get("PidMode") or "")
+        if not mode.startswith("container:"):
+            return {}
+        name = mode.partition(":")[2]
+        owner = self.get(name)
+        if owner.status not in (RUNNING, PAUSED):
+            raise Conflict(
+                f"cannot join the PID namespace of container {name}: it is {owner.status}: start it first"
+            )
+        if owner.runtime == oci.VM:
+            raise InvalidArgument(f"cannot join the PID namespace of container {name}: it is a micro-VM")
+        return {"pid": int(owner.state["Pid"])}
+
     def _prepare(self, record: ContainerRecord) -> Paths:
         paths = self.paths(record.id)
         bundles.mount_rootfs(self.images.store, self.snapshots, record, paths)
@@ -212,7 +232,10 @@ class ContainerService:
             bundles.give_to_container_root(record, paths)
             if record.runtime not in (oci.BUILTIN, "crun") and os.path.basename(record.runtime) != "crun":
                 bundles.check_runtime_can_reach(record, paths)
-            bundles.write_bundle(bundles.build_spec(record, paths, mounts, network.namespace), paths)
+            spec = bundles.build_spec(
+                record, paths, mounts, network.namespace, self._joined_namespaces(record)
+            )
+            bundles.write_bundle(spec, paths)
         except BaseException:
             self.networks.detach(record.id)
             bundles.unmount_rootfs(paths)
