@@ -97,17 +97,22 @@ def parse_size(text: str, what: str) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
-def parse_env(entries: list[str], env_files: list[str]) -> list[str]:
-    """`-e K=V`, `-e K` (taken from our environment, dropped if unset) and `--env-file` lines."""
-    out: list[str] = []
-    for path in env_files:
+def _key_value_lines(paths: list[str], flag: str) -> list[str]:
+    """The lines of `--env-file`/`--label-file` files, blank lines and # comments skipped (Docker's
+    ReadKVStrings)."""
+    lines: list[str] = []
+    for path in paths:
         try:
             with open(path) as f:
-                lines = f.read().splitlines()
+                lines += [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
         except OSError as e:
-            raise InvalidArgument(f"cannot read --env-file {path}: {e.strerror}") from None
-        out += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-    out += entries
+            raise InvalidArgument(f"cannot read {flag} {path}: {e.strerror}") from None
+    return lines
+
+
+def parse_env(entries: list[str], env_files: list[str]) -> list[str]:
+    """`-e K=V`, `-e K` (taken from our environment, dropped if unset) and `--env-file` lines."""
+    out = [*_key_value_lines(env_files, "--env-file"), *entries]
     result: list[str] = []
     for entry in out:
         key, sep, _ = entry.partition("=")
@@ -173,18 +178,6 @@ def parse_restart(policy: str) -> dict[str, Any]:
     return {"Name": name, "MaximumRetryCount": int(count or 0)}
 
 
-def _label_file_lines(paths: list[str]) -> list[str]:
-    """`--label-file`: KEY=VALUE lines, blank lines and # comments skipped (Docker's ReadKVStrings)."""
-    lines: list[str] = []
-    for path in paths:
-        try:
-            with open(path) as f:
-                lines += [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
-        except OSError as e:
-            raise InvalidArgument(f"cannot read --label-file {path}: {e.strerror}") from None
-    return lines
-
-
 def parse_expose(entries: list[str]) -> list[str]:
     """`--expose PORT[-END][/PROTO]` into ExposedPorts keys ("80/tcp"), as an image's EXPOSE."""
     ports = []
@@ -212,7 +205,7 @@ def container_config(opts: RunOptions, image_config: dict[str, Any], cid: str) -
         cmd = list(opts.command)
     if not (entrypoint or cmd):
         raise InvalidArgument(f"no command specified: image {opts.image} has no CMD or ENTRYPOINT; give one")
-    labels = {**(image_config.get("Labels") or {}), **parse_labels(_label_file_lines(opts.label_files)),
+    labels = {**(image_config.get("Labels") or {}), **parse_labels(_key_value_lines(opts.label_files, "--label-file")),
               **parse_labels(opts.labels)}  # fmt: skip
     exposed = {**(image_config.get("ExposedPorts") or {}), **{port: {} for port in parse_expose(opts.expose)}}
     return {
