@@ -138,7 +138,7 @@ def stats_cmd(
                 "CPUPerc": f"{u.cpu_percent:.2f}%",
                 "MemUsage": f"{binary_size(u.memory)} / {binary_size(u.memory_limit)}",
                 "MemPerc": f"{u.memory_percent:.2f}%",
-                "NetIO": f"{human_size(0)} / {human_size(0)}",  # networks are not accounted yet
+                "NetIO": f"{human_size(u.net_rx)} / {human_size(u.net_tx)}",
                 "BlockIO": f"{human_size(u.io_read)} / {human_size(u.io_write)}",
                 "PIDs": str(u.pids),
             }

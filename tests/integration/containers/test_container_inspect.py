@@ -4,6 +4,7 @@ and `stats` from the container's cgroup."""
 from __future__ import annotations
 
 import json
+import time
 
 from engine_cli import Engine
 
@@ -86,7 +87,8 @@ def test_top_lists_the_container_processes(engine: Engine) -> None:
 
 
 def test_stats_no_stream(engine: Engine) -> None:
-    engine("run", "-d", "--name", "s", "--memory", "64m", "busybox", "sh", "-c", "sleep 300 & sleep 301")
+    engine("run", "-d", "--name", "s", "--memory", "64m", "--network", "none", "busybox", "sh", "-c",
+           "sleep 300 & sleep 301")  # fmt: skip
     engine("create", "--name", "idle", "busybox", "true")
     out = engine("stats", "--no-stream").stdout.splitlines()
     assert out[0].split("   ")[:3] == ["CONTAINER ID", "NAME", "CPU %"]
@@ -99,3 +101,16 @@ def test_stats_no_stream(engine: Engine) -> None:
         "stats", "--no-stream", "-a", "--format", "{{.Name}} {{.MemUsage}}"
     ).stdout.splitlines()
     assert sorted(everything)[0].startswith("idle 0B / ")
+
+
+def test_stats_counts_the_containers_network_traffic(engine: Engine) -> None:
+    script = "gw=$(ip route | awk '/default/ {print $3}'); ping -c 5 -s 1000 $gw >/dev/null && echo pinged; sleep 60"
+    engine("run", "-d", "--name", "net", "busybox", "sh", "-c", script)
+    deadline = time.monotonic() + 20
+    while "pinged" not in engine("logs", "net").stdout and time.monotonic() < deadline:
+        time.sleep(0.2)
+    received, sent = json.loads(engine("stats", "--no-stream", "--format", "json", "net").stdout)[
+        "NetIO"
+    ].split(" / ")
+    assert sent.endswith("kB") and float(sent[:-2]) >= 5  # five 1 kB echo requests over eth0
+    assert received.endswith("kB") and float(received[:-2]) >= 5  # and their replies

@@ -1,6 +1,7 @@
 """`stats`: live resource usage from the container's cgroup counters, computed as Docker's CLI does
 (cli/command/container/stats_helpers.go): CPU % from two samples (container CPU time over host CPU time,
-times the number of CPUs), memory without the reclaimable page cache, the limit capped at the host's RAM."""
+times the number of CPUs), memory without the reclaimable page cache, the limit capped at the host's RAM,
+network I/O from the container's own network namespace (its interfaces other than lo)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ class Sample:
 
     stats: Stats
     system_ns: int
+    net_rx: int = 0
+    net_tx: int = 0
 
 
 @dataclass(frozen=True)
@@ -30,16 +33,34 @@ class Usage:
     io_read: int
     io_write: int
     pids: int
+    net_rx: int
+    net_tx: int
 
 
 def sample(record: ContainerRecord) -> Sample:
-    stats = Stats(0, 0, 0)
+    stats, rx, tx = Stats(0, 0, 0), 0, 0
     if record.status in (RUNNING, PAUSED):
         try:
             stats = open_cgroup(f"intermodal/{record.id}").stats()
+            if record.host_config.get("NetworkMode") != "host":  # Docker shows none for the host's network
+                rx, tx = _network_bytes(int(record.state.get("Pid") or 0))
         except (OSError, ValueError, IntermodalError):
             pass  # it stopped between the status check and the read: all zero, as Docker shows
-    return Sample(stats, _system_cpu_ns())
+    return Sample(stats, _system_cpu_ns(), rx, tx)
+
+
+def _network_bytes(pid: int) -> tuple[int, int]:
+    """Bytes received and sent by the interfaces of `pid`'s network namespace, loopback left out."""
+    rx = tx = 0
+    with open(f"/proc/{pid}/net/dev") as f:
+        for line in f.readlines()[
+            2:
+        ]:  # two header lines, then "name: rx_bytes ... (8 rx fields) tx_bytes ..."
+            name, _, counters = line.partition(":")
+            if name.strip() != "lo":
+                fields = counters.split()
+                rx, tx = rx + int(fields[0]), tx + int(fields[8])
+    return rx, tx
 
 
 def usage(before: Sample, after: Sample) -> Usage:
@@ -60,6 +81,8 @@ def usage(before: Sample, after: Sample) -> Usage:
         io_read=s.io_read_bytes,
         io_write=s.io_write_bytes,
         pids=s.pids,
+        net_rx=after.net_rx,
+        net_tx=after.net_tx,
     )
 
 
