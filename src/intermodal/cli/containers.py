@@ -310,6 +310,8 @@ def logs_cmd(
 
     svc = service(ctx)
     record = svc.get(container)
+    if record.log_driver == "none":
+        raise InvalidArgument(f"container {container} keeps no logs: it runs with --log-driver none")
     if tail != "all" and not tail.lstrip("-").isdigit():
         raise InvalidArgument(f"invalid --tail {tail!r}: give a number of lines or 'all'")
     tail_n = None if tail == "all" or int(tail) < 0 else int(tail)

@@ -120,6 +120,15 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--label-file", multiple=True, help="Read in a line-delimited file of labels."),
         click.option("--platform", default="", help="The image's platform must be this one (linux/amd64)."),
         click.option("--cidfile", default="", help="Write the container ID to the file."),
+        click.option(
+            "--log-driver", default="", help="Logging driver: k8s-file (json-file is an alias) or none."
+        ),
+        click.option(
+            "-a",
+            "--attach",
+            multiple=True,
+            help="Attach to STDIN, STDOUT or STDERR (the others go only to the log).",
+        ),
     ]
     for option in reversed(options):
         f = option(f)
@@ -147,7 +156,8 @@ def _options(image: str, command: tuple[str, ...], kw: dict[str, Any]) -> RunOpt
         uts=kw["uts"], cgroupns=kw["cgroupns"], group_add=list(kw["group_add"]), oom_score_adj=kw["oom_score_adj"],
         oom_kill_disable=kw["oom_kill_disable"], memory_reservation=kw["memory_reservation"],
         cpu_quota=kw["cpu_quota"], cpu_period=kw["cpu_period"], expose=list(kw["expose"]),
-        label_files=list(kw["label_file"]), platform=kw["platform"],
+        label_files=list(kw["label_file"]), platform=kw["platform"], log_driver=kw["log_driver"],
+        attach=list(kw["attach"]),
     )  # fmt: skip
 
 

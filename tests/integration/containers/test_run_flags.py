@@ -190,3 +190,32 @@ def test_pid_namespace_of_another_container(engine: Engine, runtime: str) -> Non
     assert stopped.returncode == 125 and "start it first" in stopped.stderr
     missing = engine("run", "--rm", "--pid", "container:nosuch", "busybox", "true", check=False)
     assert missing.returncode == 125 and "nosuch" in missing.stderr
+
+
+def test_attach_flag_chooses_the_streams_shown_and_the_log_keeps_both(engine: Engine) -> None:
+    script = "echo out; echo err >&2"
+    only_out = engine("run", "--name", "a1", "-a", "stdout", "busybox", "sh", "-c", script)
+    assert (only_out.stdout, only_out.stderr) == ("out\n", "")
+    only_err = engine("run", "--rm", "-a", "STDERR", "busybox", "sh", "-c", script)
+    assert (only_err.stdout, only_err.stderr) == ("", "err\n")
+    logs = engine("logs", "a1")
+    assert (logs.stdout, logs.stderr) == ("out\n", "err\n")
+    detached = engine("run", "-d", "-a", "stdout", "busybox", "true", check=False)
+    assert detached.returncode == 125 and "-a and -d" in detached.stderr
+
+
+def test_log_driver_none_keeps_no_log(engine: Engine) -> None:
+    shown = engine("run", "--name", "quiet", "--log-driver", "none", "busybox", "echo", "seen")
+    assert shown.stdout == "seen\n"  # still shown in the foreground
+    cid = engine(
+        "run", "-d", "--log-driver", "none", "busybox", "sh", "-c", "echo kept-nowhere; sleep 30"
+    ).stdout.strip()
+    for name in ("quiet", cid):
+        refused = engine("logs", name, check=False)
+        assert refused.returncode == 125 and "--log-driver none" in refused.stderr
+    assert engine("inspect", "-f", "{{.HostConfig.LogConfig.Type}}", "quiet").stdout.strip() == "none"
+    assert (
+        engine("run", "--rm", "--log-driver", "json-file", "busybox", "true").returncode == 0
+    )  # Podman's alias
+    bad = engine("run", "--rm", "--log-driver", "syslog", "busybox", "true", check=False)
+    assert bad.returncode == 125 and "invalid --log-driver 'syslog'" in bad.stderr

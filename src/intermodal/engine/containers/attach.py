@@ -15,7 +15,7 @@ import signal
 import sys
 import termios
 import tty
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,18 +45,21 @@ def run_foreground(
     terminal: bool,
     on_started: Callable[[int], None],
     output: Callable[[str, bytes], None] | None = None,
+    shown: Collection[str] = ("stdout", "stderr"),
+    keep_log: bool = True,
 ) -> int:
     """Create, start and supervise the container until it exits; returns Docker's exit code.
 
     `output` receives (stream, bytes) instead of the terminal and the log: a build's RUN step feeds its
-    progress display this way."""
+    progress display this way. Only the `shown` streams reach our terminal (`run -a`); all go to the log
+    unless not `keep_log` (--log-driver none)."""
     linux.set_child_subreaper(True)
     pid_file = paths.dir / "pidfile"
-    log = LogWriter(paths.log)
+    log = LogWriter(paths.log if keep_log else Path(os.devnull))
     try:
         if terminal:
             return _run_tty(runtime, cid, paths, pid_file, log, interactive, on_started)
-        return _run_pipes(runtime, cid, paths, pid_file, log, interactive, on_started, output)
+        return _run_pipes(runtime, cid, paths, pid_file, log, interactive, on_started, output, shown)
     finally:
         log.close()
 
@@ -74,6 +77,7 @@ def _run_pipes(
     interactive: bool,
     on_started: Callable[[int], None],
     output: Callable[[str, bytes], None] | None,
+    shown: Collection[str],
 ) -> int:
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
@@ -102,8 +106,9 @@ def _run_pipes(
                 if output is not None:
                     output(name, data)
                     continue
-                sink.write(data)
-                sink.flush()
+                if name in shown:
+                    sink.write(data)
+                    sink.flush()
                 log.write(name, data)
         return reap(pid)
 

@@ -45,7 +45,7 @@ def launch(
         "-c", record.id, "-u", record.id, "-n", record.name,
         "-r", runtime.binary, "--runtime-arg", "--root", "--runtime-arg", str(runtime.state_root),
         "-b", str(paths.bundle), "-p", str(paths.dir / "pidfile"), "-P", str(paths.dir / "conmon.pid"),
-        "-l", f"k8s-file:{paths.log}", "--exit-dir", str(paths.exits),
+        "-l", f"k8s-file:{paths.log if record.log_driver != 'none' else os.devnull}", "--exit-dir", str(paths.exits),
         "--socket-dir-path", str(paths.dir / "attach"), "--full-attach",
         "--log-level", "error",
         "--exit-command", intermodal_binary(),

@@ -85,6 +85,8 @@ class RunOptions:
     expose: list[str] = field(default_factory=list)
     label_files: list[str] = field(default_factory=list)
     platform: str = ""
+    log_driver: str = ""
+    attach: list[str] = field(default_factory=list)
 
 
 def parse_size(text: str, what: str) -> int:
@@ -165,6 +167,16 @@ def parse_ulimit(flag: str) -> dict[str, Any]:
     return {"Name": name.lower(), "Soft": limits[0], "Hard": limits[1]}
 
 
+def _log_driver(name: str) -> str:
+    """conmon writes CRI's k8s-file format; json-file is taken as its alias, as Podman does. `none` keeps no
+    log (and `logs` then refuses, as Docker's does)."""
+    if name in ("", "k8s-file", "json-file"):
+        return "k8s-file"
+    if name == "none":
+        return "none"
+    raise InvalidArgument(f"invalid --log-driver {name!r}: use k8s-file (json-file is its alias) or none")
+
+
 def parse_restart(policy: str) -> dict[str, Any]:
     name, _, count = policy.partition(":")
     if name not in ("no", "on-failure", "always", "unless-stopped"):
@@ -208,13 +220,18 @@ def container_config(opts: RunOptions, image_config: dict[str, Any], cid: str) -
     labels = {**(image_config.get("Labels") or {}), **parse_labels(_key_value_lines(opts.label_files, "--label-file")),
               **parse_labels(opts.labels)}  # fmt: skip
     exposed = {**(image_config.get("ExposedPorts") or {}), **{port: {} for port in parse_expose(opts.expose)}}
+    attached = {stream.lower() for stream in opts.attach}
+    if attached - {"stdin", "stdout", "stderr"}:
+        raise InvalidArgument(f"invalid -a {sorted(attached)[0]!r}: attach to stdin, stdout or stderr")
+    if attached and opts.detach:
+        raise InvalidArgument("conflicting options: -a and -d: a detached container is not attached")
     return {
         "Hostname": opts.hostname or (os.uname().nodename if opts.uts == "host" else cid[:12]),
         "Domainname": "",
         "User": opts.user or image_config.get("User", ""),
-        "AttachStdin": opts.interactive and not opts.detach,
-        "AttachStdout": not opts.detach,
-        "AttachStderr": not opts.detach,
+        "AttachStdin": opts.interactive and not opts.detach and (not attached or "stdin" in attached),
+        "AttachStdout": not opts.detach and (not attached or "stdout" in attached),
+        "AttachStderr": not opts.detach and (not attached or "stderr" in attached),
         "ExposedPorts": exposed or None,
         "Tty": opts.tty,
         "OpenStdin": opts.interactive,
@@ -309,7 +326,7 @@ def host_config(opts: RunOptions) -> dict[str, Any]:
         "Binds": list(opts.volumes),
         "Mounts": list(opts.mounts),
         "Tmpfs": list(opts.tmpfs),
-        "LogConfig": {"Type": "k8s-file", "Config": log_config},
+        "LogConfig": {"Type": _log_driver(opts.log_driver), "Config": log_config},
         "RestartPolicy": restart,
         "AutoRemove": opts.auto_remove,
         **vm_config(opts),

@@ -67,6 +67,11 @@ class ContainerRecord:
     def status(self) -> str:
         return str(self.state["Status"])
 
+    @property
+    def log_driver(self) -> str:
+        """k8s-file, or none (--log-driver none: no log is kept)."""
+        return str((self.host_config.get("LogConfig") or {}).get("Type") or "k8s-file")
+
 
 class Paths:
     """Where one container's files live: `$ROOT/containers/<id>/…` (each path made on first use: `ps` makes

@@ -292,9 +292,10 @@ class ContainerService:
                 self.store.save(current)
 
         try:
+            shown = {s for s in ("stdout", "stderr") if record.config.get(f"Attach{s.capitalize()}", True)}
             code = attach.run_foreground(
-                runtime, record.id, paths, interactive=interactive,
-                terminal=bool(record.config.get("Tty")), on_started=started,
+                runtime, record.id, paths, interactive=interactive, terminal=bool(record.config.get("Tty")),
+                on_started=started, shown=shown, keep_log=record.log_driver != "none",
             )  # fmt: skip
         except BaseException as e:
             self._abort_start(record, runtime, paths, e, locked=False)
