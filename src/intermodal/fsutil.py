@@ -23,6 +23,15 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def tree_size(path: Path) -> int:
+    """Bytes a directory tree holds on disk (allocated blocks, symlinks not followed); 0 if it is missing."""
+    total = 0
+    for _dirpath, _dirs, files, dir_fd in os.fwalk(path):
+        for f in files:
+            total += os.stat(f, dir_fd=dir_fd, follow_symlinks=False).st_blocks * 512
+    return total
+
+
 def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644, *, durable: bool = True) -> None:
     """Write `data` to `path` so that readers see either the old or the new file, never a partial one.
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from intermodal.cli import LazyGroup
-from intermodal.cli.output import for_each, print_formatted, print_table, time_ago
+from intermodal.cli.output import for_each, human_size, print_formatted, print_table, time_ago
 from intermodal.engine.containers.record import ContainerRecord
 from intermodal.engine.containers.service import ContainerService
 from intermodal.errors import InvalidArgument
@@ -249,6 +249,19 @@ def _ps_row(svc: ContainerService, r: ContainerRecord, no_trunc: bool) -> dict[s
     }
 
 
+def _size_text(svc: ContainerService, record: ContainerRecord) -> str:
+    """Docker's `ps -s`: the writable layer, and with the image's layers the virtual size."""
+    from intermodal.errors import NotFound
+    from intermodal.fsutil import tree_size
+
+    writable = tree_size(svc.paths(record.id).upper)
+    try:
+        image = svc.images.store.get(record.image).size
+    except NotFound:
+        image = 0
+    return f"{human_size(writable)} (virtual {human_size(writable + image)})"
+
+
 @click.command("ps")
 @click.option(
     "-a", "--all", "show_all", is_flag=True, help="Show all containers (default shows just running)."
@@ -261,10 +274,16 @@ def _ps_row(svc: ContainerService, r: ContainerRecord, no_trunc: bool) -> dict[s
     "-n", "--last", type=int, default=-1, help="Show n last created containers (includes all states)."
 )
 @click.option("-l", "--latest", is_flag=True, help="Show the latest created container (includes all states).")
+@click.option(
+    "-s",
+    "--size",
+    is_flag=True,
+    help="Display total file sizes (writable layer, and virtual with the image).",
+)
 @click.pass_context
 def ps_cmd(
     ctx: click.Context, show_all: bool, quiet: bool, filters: tuple[str, ...], fmt: str | None, no_trunc: bool,
-    last: int, latest: bool,
+    last: int, latest: bool, size: bool,
 ) -> None:  # fmt: skip
     """List containers."""
     if latest:
@@ -281,16 +300,35 @@ def ps_cmd(
             click.echo(r.id if no_trunc else r.id[:12])
         return
     rows = [_ps_row(svc, r, no_trunc) for r in records]
+    if size:
+        for row, record in zip(rows, records, strict=True):
+            row["Size"] = _size_text(svc, record)
     if fmt:
-        print_formatted(fmt, rows, {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND",
-                                    "RunningFor": "CREATED", "Status": "STATUS", "Ports": "PORTS", "Names": "NAMES"})  # fmt: skip
+        print_formatted(fmt, rows, {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "RunningFor": "CREATED",
+                                    "Status": "STATUS", "Ports": "PORTS", "Names": "NAMES", "Size": "SIZE"})  # fmt: skip
         return
+    columns = [
+        "ID",
+        "Image",
+        "Command",
+        "RunningFor",
+        "Status",
+        "Ports",
+        "Names",
+        *(["Size"] if size else []),
+    ]
     print_table(
-        ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"],
         [
-            [r["ID"], r["Image"], r["Command"], r["RunningFor"], r["Status"], r["Ports"], r["Names"]]
-            for r in rows
+            "CONTAINER ID",
+            "IMAGE",
+            "COMMAND",
+            "CREATED",
+            "STATUS",
+            "PORTS",
+            "NAMES",
+            *(["SIZE"] if size else []),
         ],
+        [[r[c] for c in columns] for r in rows],
     )
 
 

@@ -6,7 +6,6 @@ unused; then networks, volumes (only with --volumes, and only anonymous ones as 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 
 from intermodal.engine.containers.service import ContainerService
 from intermodal.errors import IntermodalError
+from intermodal.fsutil import tree_size
 
 ANONYMOUS = "com.docker.volume.anonymous"
 
@@ -26,15 +26,6 @@ class Pruned:
     images: list[str] = field(default_factory=list)
     build_cache: int = 0
     reclaimed: int = 0
-
-
-def tree_size(path: Path) -> int:
-    """Bytes a directory tree holds on disk (allocated blocks, symlinks not followed)."""
-    total = 0
-    for _dirpath, _dirs, files, dir_fd in os.fwalk(path):
-        for f in files:
-            total += os.stat(f, dir_fd=dir_fd, follow_symlinks=False).st_blocks * 512
-    return total
 
 
 def unused_volumes(

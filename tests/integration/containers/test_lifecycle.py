@@ -125,6 +125,19 @@ def test_rename_and_filters(engine: Engine) -> None:
     assert engine("ps", "-a", "--filter", "status=created", "--format", "{{.Names}}").stdout.strip() == "two"
 
 
+def test_ps_size_shows_the_writable_layer(engine: Engine) -> None:
+    engine("run", "--name", "big", "busybox", "sh", "-c", "head -c 300000 /dev/zero > /big")
+    engine("run", "--name", "small", "busybox", "true")
+    sizes = dict(
+        line.split(" ", 1)
+        for line in engine("ps", "-a", "-s", "--format", "{{.Names}} {{.Size}}").stdout.splitlines()
+    )
+    writable, _, virtual = sizes["big"].partition(" (virtual ")
+    assert writable.endswith("kB") and 300 <= float(writable[:-2]) < 320
+    assert sizes["small"].startswith("0B (virtual ") and virtual.endswith("MB)")
+    assert engine("ps", "-a", "-s").stdout.splitlines()[0].rstrip().endswith("SIZE")
+
+
 def test_container_prune_removes_only_stopped(engine: Engine) -> None:
     engine("run", "--name", "done", "busybox", "true")
     engine("run", "-d", "--name", "live", "busybox", "sleep", "300")
