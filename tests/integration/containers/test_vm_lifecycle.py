@@ -42,6 +42,8 @@ def test_detached_logs_exec_ports_names_stats_pause_stop_rm(vm: Engine) -> None:
     )
     assert proc.stdout == "1 /tmp 65534\n"
     assert vm("exec", "app", "no-such-command", check=False).returncode == 127
+    terminal = vm("exec", "-t", "app", "tty").stdout.strip()  # the guest's console port, named in /dev too
+    assert terminal.startswith("/dev/hvc"), terminal
     wait_for_log(vm, "app", "ready")
     assert (
         vm("ps", "--filter", "name=app", "--format", "{{.Names}} {{.State}}").stdout.strip() == "app running"

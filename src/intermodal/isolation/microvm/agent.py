@@ -108,6 +108,8 @@ run_slot() {  # $1 slot, $2 the host's script, which sets NONCE, TTY, STDIN, SIZ
     if [ -n "$TTY" ]; then
         # the container's terminal is its /dev/console, as runc arranges it (runtime-spec config.md#process)
         [ "$k" = 0 ] && touch /newroot/dev/console && mount --bind "$TTY" /newroot/dev/console
+        # an exec's terminal keeps its name in the container: ttyname(3) looks /proc/self/fd/0's path up in /dev
+        [ "$k" = 0 ] || [ -e "/newroot$TTY" ] || { touch "/newroot$TTY" && mount --bind "$TTY" "/newroot$TTY"; }
         exec 4<>"$TTY"
         stty -F "$TTY" sane $SIZE 2>/dev/null
         setsid -c "$@" <&4 >&4 2>&4 4>&- 3>&- &
