@@ -31,10 +31,20 @@ INTERMODAL = str(Path(sys.executable).with_name("intermodal"))
 ENV = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "INTERMODAL_ROOT")}
 BARE_INIT = """#!/bin/sh
 for m in /lib/modules/*.ko; do insmod "$m"; done
-[ -e /sys/class/net/eth0 ] && ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && ip route add default via 10.0.2.2
-mount -t virtiofs rootfs /newroot && chroot /newroot /bin/true
+set -- /lib/modules/net/*.ko
+if [ -e "$1" ]; then
+    for m in "$@"; do insmod "$m"; done
+    mount -t sysfs sysfs /sys
+    until [ -e /sys/class/net/eth0 ]; do sleep 0.01; done
+    # up through sysfs and the address and route through ip, as the agent does (agent.py: net_setup)
+    read -r flags < /sys/class/net/eth0/flags && echo $((flags | 1)) > /sys/class/net/eth0/flags &&
+        ip addr add 10.0.2.15/24 dev eth0 && ip route add default via 10.0.2.2 || poweroff -f
+fi
+mount -t virtiofs rootfs /newroot && chroot /newroot /bin/true && echo floor-ok
 poweroff -f
 """
+# The init's word that it ran `true` from the rootfs: a floor whose `true` failed would be too fast.
+FLOOR_OK = "floor-ok"
 # The tap the floor's NIC needs, in a network namespace of its own that dies with QEMU.
 TAP_NETNS = [
     "unshare",
@@ -69,18 +79,21 @@ def bare_qemu(guest: kernel.Kernel, accel: str, work: Path, nic: bool = False) -
     rootfs = work / f"{name}-rootfs"
     (rootfs / "bin").mkdir(parents=True)
     shutil.copy(initramfs.BUSYBOX, rootfs / "bin" / "busybox")
-    subprocess.run([str(rootfs / "bin" / "busybox"), "--install", "-s", str(rootfs / "bin")], check=True)
+    (rootfs / "bin" / "true").symlink_to("busybox")  # relative: the guest's path, not this host's
     archive = initramfs.Archive()
-    for d in ("bin", "dev", "proc", "sys", "newroot", "lib", "lib/modules"):
+    for d in ("bin", "dev", "proc", "sys", "newroot", "lib", "lib/modules", "lib/modules/net"):
         archive.directory(d)
     archive.file("bin/busybox", Path(initramfs.BUSYBOX).read_bytes(), 0o755)
-    for applet in ("sh", "insmod", "mount", "chroot", "poweroff", "ip", "["):
+    for applet in ("sh", "insmod", "mount", "chroot", "poweroff", "ip", "[", "sleep", "echo"):
         archive.symlink(f"bin/{applet}", "busybox")
-    for i, module in enumerate([*guest.modules, *(guest.net_modules if nic else ())]):
+    for i, module in enumerate(guest.modules):  # the network modules after the rest, as the agent loads them
         archive.file(f"lib/modules/{i:02d}-{module.name}", module.read_bytes())
+    for i, module in enumerate(guest.net_modules if nic else ()):
+        archive.file(f"lib/modules/net/{i:02d}-{module.name}", module.read_bytes())
     archive.file("init", BARE_INIT.encode(), 0o755)
     initrd = work / f"{name}.cpio"
     initrd.write_bytes(archive.finish())
+    console = work / f"{name}.console"  # the engine's VMs log their console to a file too
     socket_path = work / f"{name}.sock"  # removed with `work` (a mkdtemp of its own here was never removed)
 
     def run() -> None:
@@ -88,7 +101,8 @@ def bare_qemu(guest: kernel.Kernel, accel: str, work: Path, nic: bool = False) -
                                    "-o", "cache=auto", "--rlimit-nofile=0"], stderr=subprocess.DEVNULL)  # fmt: skip
         while not socket_path.exists():
             time.sleep(0.001)
-        machine = qemu.Machine(kernel=guest.vmlinux, initrd=initrd, accel=accel,
+        console.write_bytes(b"")
+        machine = qemu.Machine(kernel=guest.vmlinux, initrd=initrd, accel=accel, console_log=console,
                                nic_mac="02:42:0a:00:02:0f" if nic else "")  # fmt: skip
         argv = (TAP_NETNS if nic else []) + machine.argv() + [
             "-object", "memory-backend-memfd,id=mem,size=256M,share=on", "-machine", "memory-backend=mem",
@@ -97,6 +111,10 @@ def bare_qemu(guest: kernel.Kernel, accel: str, work: Path, nic: bool = False) -
         ]  # fmt: skip
         subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         daemon.wait(5)
+        if FLOOR_OK not in console.read_text(errors="replace"):
+            raise RuntimeError(
+                f"the {name} floor's guest did not run `true`; its console: {console.read_text()!r}"
+            )
 
     return run
 
