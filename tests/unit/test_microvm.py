@@ -122,6 +122,47 @@ def test_the_command_is_looked_up_in_the_images_path_not_run_as_an_applet(tmp_pa
     assert exe_for(["./rel"], ["PATH=/bin"]) == "./rel"
 
 
+def test_the_host_finds_the_command_where_the_guest_would_unless_a_mount_covers_the_path(
+    tmp_path: Path,
+) -> None:
+    """The container process's lookup is made on the host at create (bundle.host_executable), with the
+    agent's rule; a mount over a PATH directory is seen only in the guest, which then looks itself."""
+    root = tmp_path / "root"
+    (root / "usr/local/bin").mkdir(parents=True)
+    (root / "usr/bin").mkdir()
+    (root / "usr/local/bin/true").write_text("#!/bin/sh\n")
+    (root / "usr/bin/env").write_text("#!/bin/sh\n")
+    os.symlink("/usr/bin", root / "bin")  # absolute: resolved inside the rootfs, not on this host
+    os.symlink("/bin/busybox", root / "usr/bin/ls")  # dangling: still found, as execvp would
+
+    def exe(args: list[str], env: list[str], mounts: tuple[str, ...] = ()) -> str | None:
+        spec = {"process": {"args": args, "env": env}, "mounts": [{"destination": m} for m in mounts]}
+        return bundle.host_executable(spec, str(root))
+
+    assert exe(["true"], ["PATH=/usr/local/bin:/bin"]) == "/usr/local/bin/true"
+    assert exe(["env"], ["PATH=/bin"]) == "/bin/env"
+    assert exe(["ls"], []) == "/usr/bin/ls"  # the default PATH, in its order
+    assert exe(["missing"], ["PATH=/opt/x:/bin"]) == "/opt/x/missing"  # exec fails there: 127
+    assert exe(["./rel"], ["PATH=/bin"]) == "./rel"
+    assert exe(["true"], ["PATH=/usr/local/bin"], mounts=("/proc", "/etc/hosts")) == "/usr/local/bin/true"
+    assert exe(["true"], ["PATH=/usr/local/bin"], mounts=("/usr/local",)) is None
+    assert exe(["env"], ["PATH=/bin"], mounts=("/usr/bin/extra",)) is None  # under /bin, once resolved
+
+
+def test_ports_have_fixed_numbers_the_agent_derives_from_their_names() -> None:
+    assert [agent.port_nr(n) for n in ("ctl", "in0", "out0", "err0", "tty0", "out3")] == [1, 2, 3, 4, 5, 15]
+    assert agent.port_nr(f"tty{agent.SLOTS - 1}") < qemu.MAX_PORTS
+    with pytest.raises(ValueError):
+        agent.port_nr("bogus")
+    for name in ("ctl", "in2", "out1", "err3", "tty2"):  # the agent's `port` says the same
+        out = subprocess.run(
+            ["sh", "-c", agent.INIT[agent.INIT.index("port() {") : agent.INIT.index("need_ports() {")]
+             + f'vport=/dev/vport7p\nport {name}\nprintf %s "$dev"'],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        assert out.stdout == f"/dev/vport7p{agent.port_nr(name)}"
+
+
 def test_guest_config_maps_mounts_to_shares_tmpfs_and_copied_files(tmp_path: Path) -> None:
     volume = tmp_path / "vol"
     volume.mkdir()
@@ -261,7 +302,7 @@ def test_qemu_command_line(tmp_path: Path) -> None:
     assert tcg[tcg.index("-m") + 1] == "512M" and tcg[tcg.index("-smp") + 1] == "2"
     assert "tsc_early_khz=" in append and "panic=-1" in append
     assert (
-        "virtconsole,chardev=p-tty0,name=tty0,nr=2" in tcg
+        "virtconsole,chardev=p-tty0,name=tty0,nr=5" in tcg
         and "virtserialport,chardev=p-ctl,name=ctl,nr=1" in tcg
     )
     kvm = qemu.Machine(kernel=tmp_path / "vmlinux", initrd=tmp_path / "initrd", accel="kvm").argv()

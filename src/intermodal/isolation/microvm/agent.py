@@ -4,20 +4,24 @@ protocol. It mounts the container's rootfs at /newroot, runs each process chroot
 reports exit codes; the guest's kernel and the agent are all the workload sees besides its image and volumes.
 
 Channels are virtio-serial ports (the host kernel has no vhost-vsock), one host socket each:
-- `ctl`: lines. Host → guest: `run SLOT N` and the N lines of the process's script, `kill SLOT SIGNAL`,
-  `poweroff`. Guest → host: `ready`, `exit SLOT CODE`.
+- `ctl`: lines. Host → guest: `start` (run the container's process, whose script the host put in
+  /config.sh as SLOT0), `run SLOT N` and the N lines of an exec's script, `kill SLOT SIGNAL`, `poweroff`.
+  Guest → host: `ready`, `exit SLOT CODE`. The host sends `start` as soon as the container is started, even
+  while the guest boots: QEMU holds a port's input until the guest opens it, so no round trip is waited for.
 - per slot (0 is the container's process, 1.. serve `exec`): `inK`, `outK`, `errK` streams, and `ttyK`, a
   virtconsole port (a real tty in the guest, /dev/hvcN) when the process wants a terminal.
-The agent finds a port's device by its name in sysfs (`$port_NAME`). Only ctl and slot 0's ports exist at
-boot: each port costs the guest ≈0.1 s to add under TCG, so the shim hot-plugs an exec slot's ports the
-first time the slot is used.
+Every port has a fixed number (port_nr), so its device is known without reading each port's name in
+sysfs: /dev/vportVpNR, V being the virtio-serial device's index. Only ctl and slot 0's ports exist at boot:
+each port costs the guest ≈10 ms to add under TCG, so the shim hot-plugs an exec slot's ports the first
+time the slot is used.
 A port buffers nothing once its host side has gone, so after a process exits the agent writes the slot's
 random NONCE to its output ports before reporting the exit: the host forwards a stream until it ends with
 the nonce and only then ends the VM, so no output is lost at exit; the agent syncs the guest's file systems
 before it reports the container process's exit, so the host can kill QEMU then instead of waiting for the
 guest to power off (`poweroff` remains for a guest whose output does not end).
-Every process the agent starts costs ≈10 ms under TCG (fork, and exec for most applets), so the boot path
-uses shell builtins wherever it can and batches mounts into `mount -a` of fstab files (bundle.py)."""
+Every process the agent starts costs ≈10 ms under TCG (fork, and exec for most applets; exec of a program
+in the virtiofs rootfs ≈50 ms), so the boot path uses shell builtins wherever it can and batches mounts into
+`mount -a` of fstab files (bundle.py)."""
 
 from __future__ import annotations
 
@@ -76,35 +80,38 @@ net_setup() {  # $1 address/prefix, $2 gateway or -, $3 MTU: the container's eth
         echo $((flags | 1)) > /sys/class/net/eth0/flags && ip addr add "$1" dev eth0 || fail "cannot configure eth0"
     [ "$2" = - ] || ip route add default via "$2" || fail "cannot add the default route"
 }
-link_ports() {  # port_NAME=/dev/vportXpY for the virtio-serial ports that have appeared (no process)
-    for p in /sys/class/virtio-ports/*; do
-        read -r name < "$p/name" && case "$name" in
-            "" | *[!a-z0-9]*) ;;
-            *) [ -e "/dev/${p##*/}" ] && eval "port_$name=/dev/${p##*/}" ;;
-        esac
-    done 2>/dev/null
-    for name in "$@"; do  # fails while one of "$@" (port names, or device paths) is missing
-        case "$name" in
-            /*) [ -e "$name" ] || return 1 ;;
-            *) eval "[ -n \"\$port_$name\" ]" || return 1 ;;
-        esac
-    done
+port() {  # dev=the device of port $1, /dev/vportVpNR: NR is fixed (port_nr in agent.py: ctl 1, then four per
+    # slot: in, out, err, tty); V is the virtio-serial device's virtio index, which depends on the VM's other
+    # devices, so it is read once from ctl's entry in sysfs (a glob: no process)
+    if [ -z "$vport" ]; then
+        for v in /sys/class/virtio-ports/vport*p1; do [ -e "$v" ] && v=${v##*/} && vport=/dev/${v%1}; done
+    fi
+    case "$1" in
+        ctl) dev=${vport}1 ;;
+        in*) dev=$vport$((2 + 4 * ${1#in})) ;;
+        out*) dev=$vport$((3 + 4 * ${1#out})) ;;
+        err*) dev=$vport$((4 + 4 * ${1#err})) ;;
+        tty*) dev=$vport$((5 + 4 * ${1#tty})) ;;
+    esac
 }
-need_ports() {  # ports appear asynchronously (after virtio_console loads, or when hot-plugged)
-    n=0
-    until link_ports "$@"; do
-        n=$((n+1)); [ $n -gt 1000 ] && { echo "agent: channels $* did not appear" >&2; return 1; }; sleep 0.01
+need_ports() {  # ports (names) or devices (paths): they appear asynchronously, after virtio_console loads
+    # or when hot-plugged
+    for p in "$@"; do
+        n=0
+        until case "$p" in /*) dev=$p ;; *) port "$p" ;; esac; [ -n "$vport" ] && [ -e "$dev" ]; do
+            n=$((n+1)); [ $n -gt 1000 ] && { echo "agent: channel $p did not appear" >&2; return 1; }; sleep 0.01
+        done
     done
 }
 rlimit() {  # $1 ulimit's letter, $2 soft, $3 hard: soft first when lowering, hard, soft again when raising
     ulimit -S "-$1" "$2" 2>/dev/null; ulimit -H "-$1" "$3" 2>/dev/null; ulimit -S "-$1" "$2" 2>/dev/null
 }
-run_slot() {  # $1 slot, $2 the host's script, which sets NONCE, TTY, STDIN, SIZE and "$@"
+run_slot() {  # $1 slot, $2 its script (process_script), which sets NONCE, TTY, STDIN, SIZE and "$@"
     k=$1
     eval "$2"
     if [ -n "$TTY" ]; then need=$TTY; else need="out$k err$k ${STDIN#/ports/}"; fi
     need_ports $need || { echo "exit $k 125" >&3; return; }
-    case "$STDIN" in /ports/*) eval "STDIN=\$port_${STDIN#/ports/}" ;; esac
+    case "$STDIN" in /ports/*) port "${STDIN#/ports/}"; STDIN=$dev ;; esac
     if [ -n "$TTY" ]; then
         # the container's terminal is its /dev/console, as runc arranges it (runtime-spec config.md#process)
         [ "$k" = 0 ] && touch /newroot/dev/console && mount --bind "$TTY" /newroot/dev/console
@@ -114,7 +121,7 @@ run_slot() {  # $1 slot, $2 the host's script, which sets NONCE, TTY, STDIN, SIZ
         stty -F "$TTY" sane $SIZE 2>/dev/null
         setsid -c "$@" <&4 >&4 2>&4 4>&- 3>&- &
     else
-        eval "exec 4>\"\$port_out$k\" 5>\"\$port_err$k\""
+        port "out$k"; exec 4>"$dev"; port "err$k"; exec 5>"$dev"
         "$@" <"$STDIN" >&4 2>&5 4>&- 5>&- 3>&- &
     fi
     echo $! > "/run/$k.pid"
@@ -131,12 +138,13 @@ run_slot() {  # $1 slot, $2 the host's script, which sets NONCE, TTY, STDIN, SIZ
 . /config.sh
 configure  # mounts /proc, /sys and /dev too (bundle.py): the ports appear meanwhile
 need_ports ctl || fail "no channel to the host"
-exec 3<>"$port_ctl"
+exec 3<>"$dev"
 echo ready >&3
-# lo up (IFF_UP) without a process, while the host answers: nothing runs before the loop below reads `run`
+# lo up (IFF_UP) without a process (≈15 ms of the kernel's under TCG): no process runs before `start`
 read -r flags < /sys/class/net/lo/flags && echo $((flags | 1)) > /sys/class/net/lo/flags
 while read -r op slot arg <&3; do
     case "$op" in
+        start) run_slot 0 "$SLOT0" & ;;
         run)  # followed by the script's $arg lines
             script=
             while [ "$arg" -gt 0 ] && IFS= read -r line <&3; do script="$script$line$NL"; arg=$((arg-1)); done
@@ -151,10 +159,17 @@ poweroff -f
 
 
 def process_script(
-    process: dict[str, Any], slot: int, *, attach_stdin: bool, nonce: str, tty: str = ""
+    process: dict[str, Any],
+    slot: int,
+    *,
+    attach_stdin: bool,
+    nonce: str,
+    tty: str = "",
+    exe: str | None = None,
 ) -> str:
     """The shell the agent sources to run one OCI `process` (runtime-spec config.md#process) in `slot`;
-    `tty` is the guest's console device for a terminal process."""
+    `tty` is the guest's console device for a terminal process; `exe`, args[0] already looked up in the
+    PATH (bundle.host_executable), else the agent looks it up."""
     user = process.get("user") or {}
     cwd = process.get("cwd") or "/"
     env = [e for e in process.get("env") or [] if "=" in e]
@@ -181,7 +196,7 @@ def process_script(
         if flag:
             # the guest's root may both lower and raise limits (the agent's rlimit)
             lines.append(f"rlimit {flag} {_ulimit_value(limit['soft'])} {_ulimit_value(limit['hard'])}")
-    lines += _resolve_command(process["args"][0], env)
+    lines += [f"exe={shlex.quote(exe)}"] if exe else _resolve_command(process["args"][0], env)
     rest = " ".join(shlex.quote(a) for a in process["args"][1:])
     lines.append("set -- " + " ".join(shlex.quote(a) for a in argv) + ' "$exe" ' + rest)
     return "\n".join(lines) + "\n"
@@ -198,8 +213,7 @@ def _resolve_command(name: str, env: list[str]) -> list[str]:
     exec to fail there with 127."""
     if "/" in name:
         return [f"exe={shlex.quote(name)}"]
-    path = next((e[5:] for e in reversed(env) if e.startswith("PATH=")), DEFAULT_PATH)
-    dirs = [d.rstrip("/") or "/" for d in path.split(":") if d.startswith("/")] or ["/bin"]
+    dirs = search_path(env)
     quoted = shlex.quote(name)
     return [
         f"exe={shlex.quote(dirs[0].rstrip('/') + '/' + name)}",
@@ -207,6 +221,12 @@ def _resolve_command(name: str, env: list[str]) -> list[str]:
         f'if [ -e "{NEWROOT}$d"/{quoted} ] || [ -L "{NEWROOT}$d"/{quoted} ]; then exe="$d"/{quoted}; break; fi; '
         "done",
     ]
+
+
+def search_path(env: list[str]) -> list[str]:
+    """The directories of the process's PATH (its last PATH= wins, as in a shell), else the default."""
+    path = next((e[5:] for e in reversed(env) if e.startswith("PATH=")), DEFAULT_PATH)
+    return [d.rstrip("/") or "/" for d in path.split(":") if d.startswith("/")] or ["/bin"]
 
 
 _ULIMIT_FLAGS = {  # busybox ash's ulimit letters for the RLIMIT_* names of config.md#posix-process
@@ -218,6 +238,27 @@ _ULIMIT_FLAGS = {  # busybox ash's ulimit letters for the RLIMIT_* names of conf
 
 def _ulimit_value(value: int) -> str:
     return "unlimited" if int(value) >= 2**63 else str(int(value))
+
+
+def start_config(
+    process: dict[str, Any], *, attach_stdin: bool, nonce: str, terminal: bool, exe: str | None
+) -> str:
+    """The lines of /config.sh that hold the container's process (slot 0) for `start`."""
+    tty = "/dev/hvc0" if terminal else ""  # slot 0's console is the VM's first
+    script = process_script(
+        process, 0, attach_stdin=attach_stdin and not terminal, nonce=nonce, tty=tty, exe=exe
+    )
+    return f"SLOT0={shlex.quote(script)}\n"
+
+
+def port_nr(name: str) -> int:
+    """A port's fixed number on the virtio-serial device, which names its guest device (the agent's `port`)."""
+    if name == "ctl":
+        return 1
+    for prefix, offset in (("in", 0), ("out", 1), ("err", 2), ("tty", 3)):
+        if name.startswith(prefix) and name[len(prefix) :].isdigit():
+            return 2 + 4 * int(name[len(prefix) :]) + offset
+    raise ValueError(f"no such port: {name}")
 
 
 def new_nonce() -> str:

@@ -104,8 +104,8 @@ def fork_into(
 
 def create(root: Path, cid: str, bundle: Path, pid_file: str | None, console_socket: str | None) -> int:
     """Validate, build the boot, fork the shim (it boots QEMU at once) and return its PID."""
+    from intermodal.isolation.microvm import agent, initramfs, kernel, network, probe, qemu, shim
     from intermodal.isolation.microvm import bundle as vmbundle
-    from intermodal.isolation.microvm import initramfs, kernel, network, probe, qemu, shim
 
     store = Store(root)
     state_dir = store.reserve(cid)
@@ -134,6 +134,12 @@ def create(root: Path, cid: str, bundle: Path, pid_file: str | None, console_soc
         plan.nic = nic.as_dict() if nic else None
         plan.accel = probe.resolve(annotations.get(ANNOTATION_ACCEL) or "auto", assets, guest.vmlinux, base)
         config, files = vmbundle.guest_config(spec, plan, host_mount_points=True)
+        attach, nonce = stdin_attached(), agent.new_nonce()
+        terminal = bool(plan.process.get("terminal"))
+        exe = vmbundle.host_executable(spec, plan.rootfs)
+        config += agent.start_config(
+            plan.process, attach_stdin=attach, nonce=nonce, terminal=terminal, exe=exe
+        )
         net_modules = guest.net_modules if plan.nic else ()
         plan.initrd = str(initramfs.vm_image(base, config, files, state_dir / "initrd.cpio", net_modules))
         if plan.rootfs_transport == "ext4":
@@ -147,11 +153,10 @@ def create(root: Path, cid: str, bundle: Path, pid_file: str | None, console_soc
         os.mkfifo(state_dir / "exec.fifo", 0o600)
         fifo = os.open(state_dir / "exec.fifo", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         fifo_keep = os.open(state_dir / "exec.fifo", os.O_WRONLY | os.O_CLOEXEC)
-        slave = open_pty(console_socket) if plan.process.get("terminal") else None
-        attach = stdin_attached()
+        slave = open_pty(console_socket) if terminal else None
         try:
             pid = fork_into(
-                lambda: _shim_main(shim.Shim(state_dir, plan, attach_stdin=attach, start_fifo=(fifo, fifo_keep)), cpu),
+                lambda: _shim_main(shim.Shim(state_dir, plan, attach_stdin=attach, nonce=nonce, start_fifo=(fifo, fifo_keep)), cpu),
                 slave, None, keep=(fifo, fifo_keep),
             )  # fmt: skip
         finally:

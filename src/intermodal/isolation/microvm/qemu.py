@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from intermodal.errors import IntermodalError, InvalidArgument
+from intermodal.isolation.microvm import agent
 
 BINARY = "qemu-system-x86_64"
 DEFAULT_MEMORY_MIB = 256
@@ -68,7 +69,7 @@ class Machine:
     cpus: int = 1
     accel: str = "tcg"
     rootfs_image: Path | None = None  # ext4 on virtio-blk; else the rootfs is virtiofs share "rootfs"
-    port_fds: dict[str, int] = field(default_factory=dict)  # port name → listening socket fd, in port order
+    port_fds: dict[str, int] = field(default_factory=dict)  # port name → listening socket fd
     qmp_fd: int | None = None  # a connected socket for QMP (the shim hot-plugs exec ports through it)
     virtiofs_fds: dict[str, int] = field(default_factory=dict)  # tag → socket connected to its virtiofsd
     nic_mac: str = ""  # a virtio-net NIC on network.TAP (QEMU must run in the tap's network namespace)
@@ -118,9 +119,9 @@ class Machine:
             ]  # fmt: skip
         if self.port_fds:
             argv += ["-device", f"virtio-serial-device,max_ports={MAX_PORTS}"]
-        for nr, (name, fd) in enumerate(self.port_fds.items(), start=1):
+        for name, fd in self.port_fds.items():  # at their fixed numbers, which name their guest devices
             argv += ["-chardev", f"socket,id=p-{name},fd={fd},server=on,wait=off",
-                     "-device", f"{port_driver(name)},chardev=p-{name},name={name},nr={nr}"]  # fmt: skip
+                     "-device", f"{port_driver(name)},chardev=p-{name},name={name},nr={agent.port_nr(name)}"]  # fmt: skip
         if self.qmp_fd is not None:
             argv += ["-chardev", f"socket,id=qmp,fd={self.qmp_fd}", "-mon", "chardev=qmp,mode=control"]
         return argv

@@ -129,9 +129,12 @@ def _qemu_preexec(netns: int) -> None:
 
 
 class Shim:
-    def __init__(self, state_dir: Path, plan: Plan, *, attach_stdin: bool, start_fifo: tuple[int, int]):
+    def __init__(
+        self, state_dir: Path, plan: Plan, *, attach_stdin: bool, nonce: str, start_fifo: tuple[int, int]
+    ):
         """`start_fifo`: the exec fifo opened for reading and writing (the writer keeps it from ever reading
-        EOF) by `create` before the fork, so `start` can never find it without a reader."""
+        EOF) by `create` before the fork, so `start` can never find it without a reader; `nonce`: the one in
+        the container process's script in the initramfs (agent.start_config)."""
         self.fifo_fd, self.fifo_keep = start_fifo
         self.dir = state_dir
         self.plan = plan
@@ -140,11 +143,11 @@ class Shim:
         self.sel = selectors.DefaultSelector()
         self.helpers: list[subprocess.Popen[bytes]] = []
         self.qemu: subprocess.Popen[bytes] | None = None
-        self.ready = self.started = self.run_sent = False
+        self.ready = self.started = False
         self.code: int | None = None
         self.exit_seen_at = 0.0
         self.poweroff_sent_at = 0.0
-        self.nonce = agent.new_nonce()
+        self.nonce = nonce
         self.streams: dict[socket.socket, tuple[int, Stream]] = {}
         self.stdin_sock: socket.socket | None = None
         self.execs: dict[int, socket.socket] = {}  # slot → the `exec` client waiting for its exit code
@@ -269,7 +272,7 @@ class Shim:
                     os.close(self.fifo_keep)
                     with contextlib.suppress(FileNotFoundError):
                         (self.dir / "exec.fifo").unlink()
-                    self._maybe_run()
+                    self._send(b"start\n")  # QEMU holds it until the agent opens ctl
                 elif what == "ctl":
                     self._on_ctl()
                 elif what == "out":
@@ -300,13 +303,6 @@ class Shim:
     def _send(self, line: bytes) -> None:
         with contextlib.suppress(OSError):
             self.ctl.sendall(line)
-
-    def _maybe_run(self) -> None:
-        if self.ready and self.started and not self.run_sent:
-            self.run_sent = True
-            script = agent.process_script(self.plan.process, 0, attach_stdin=self.attach_stdin and not self.terminal,
-                                          nonce=self.nonce, tty="/dev/hvc0" if self.terminal else "")  # fmt: skip
-            self._send(guest_run(0, script.encode()))
 
     # -- hot-plugged exec ports (QMP, docs/interop/qmp-spec.rst) -------------------------------------------
 
@@ -352,7 +348,7 @@ class Shim:
                                                       "server": True, "wait": False}}  # fmt: skip
                 self._qmp("chardev-add", {"id": f"p-{name}", "backend": backend})
                 self._qmp("device_add", {"driver": qemu.port_driver(name), "id": f"d-{name}",
-                                         "chardev": f"p-{name}", "name": name})  # fmt: skip
+                                         "chardev": f"p-{name}", "name": name, "nr": agent.port_nr(name)})  # fmt: skip
                 self.ports.add(name)
                 if name.startswith("tty"):
                     self.consoles += 1
@@ -375,7 +371,6 @@ class Shim:
             words = line.decode(errors="replace").split()
             if words == ["ready"]:
                 self.ready = True
-                self._maybe_run()
             elif len(words) == 3 and words[0] == "exit":
                 slot, code = int(words[1]), int(words[2])
                 if slot == 0:
@@ -433,7 +428,8 @@ class Shim:
             return
         for line in data.splitlines():
             words = line.split()
-            if len(words) == 4 and words[0] == b"open" and self.run_sent and self.code is None:
+            running = self.ready and self.started and self.code is None
+            if len(words) == 4 and words[0] == b"open" and running:
                 try:
                     tty = self.open_slot(
                         int(words[1]), terminal=words[2] == b"tty", stdin=words[3] == b"stdin"
@@ -443,7 +439,7 @@ class Shim:
                     reply = f"error cannot add the exec channels: {e}\n".encode()
                 with contextlib.suppress(OSError):
                     conn.sendall(reply)
-            elif len(words) == 3 and words[0] == b"run" and self.run_sent and self.code is None:
+            elif len(words) == 3 and words[0] == b"run" and running:
                 slot = int(words[1])
                 try:
                     script = base64.b64decode(words[2], validate=True)
@@ -465,9 +461,9 @@ class Shim:
     def _deliver_signals(self) -> None:
         while self.signals:
             signum = self.signals.pop(0)
-            if self.run_sent and self.code is None:
+            if self.started and self.code is None:
                 self._send(f"kill 0 {signum}\n".encode())
-            elif not self.run_sent:
+            elif not self.started:
                 # Not started yet: the signal ends the container before its process ever ran.
                 self.code = 128 + signum
                 self.exit_seen_at = time.monotonic()
@@ -492,13 +488,11 @@ class Shim:
         return self._fail(self._reason(status), code=128 - status if status < 0 else 255)
 
     def _stop_helpers(self) -> None:
-        deadline = time.monotonic() + 1.0
+        """With QEMU gone, virtiofsd has no one to serve: end it now rather than poll for its own exit
+        (Popen.wait with a timeout sleeps in steps, which cost ≈10 ms per VM)."""
         for h in self.helpers:
-            try:
-                h.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                h.kill()
-                h.wait()
+            h.kill()
+            h.wait()
 
     def _reason(self, status: int) -> str:
         """Why the VM ended without an exit report: QEMU killed, the guest kernel panicked, the agent failed."""
