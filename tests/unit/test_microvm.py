@@ -163,25 +163,6 @@ def test_ports_have_fixed_numbers_the_agent_derives_from_their_names() -> None:
         assert out.stdout == f"/dev/vport7p{agent.port_nr(name)}"
 
 
-@pytest.mark.parametrize(("dirty", "writeback", "tmp", "synced"),
-                         [(0, 0, 0, False), (76, 0, 0, True), (0, 8, 0, True), (0, 0, 4, True)])  # fmt: skip
-def test_the_agent_syncs_before_the_exit_report_only_when_pages_wait_to_be_written(
-    tmp_path: Path, dirty: int, writeback: int, tmp: int, synced: bool
-) -> None:
-    """virtiofs writes through, so a container's exit usually leaves nothing to sync; mmap'd writes (and an
-    ext4 rootfs) leave dirty pages, which must reach the host before it ends the VM."""
-    meminfo = tmp_path / "meminfo"
-    meminfo.write_text(
-        "MemTotal:         233000 kB\nMemFree:          190000 kB\nCached:            20000 kB\n"
-        f"Dirty:          {dirty:8d} kB\nWriteback:      {writeback:8d} kB\nAnonPages:          1000 kB\n"
-        f"WritebackTmp:   {tmp:8d} kB\nCommitLimit:      116000 kB\n"
-    )
-    flush = agent.INIT[agent.INIT.index("flush() {") : agent.INIT.index("rlimit() {")]
-    flush = flush.replace("/proc/meminfo", str(meminfo)).replace("|| sync", "|| echo synced")
-    out = subprocess.run(["sh", "-c", flush + "flush"], capture_output=True, text=True, check=True)
-    assert (out.stdout == "synced\n") is synced
-
-
 def test_guest_config_maps_mounts_to_shares_tmpfs_and_copied_files(tmp_path: Path) -> None:
     volume = tmp_path / "vol"
     volume.mkdir()

@@ -17,7 +17,7 @@ time the slot is used.
 A port buffers nothing once its host side has gone, so after a process exits the agent writes the slot's
 random NONCE to its output ports before reporting the exit: the host forwards a stream until it ends with
 the nonce and only then ends the VM, so no output is lost at exit; the agent syncs the guest's file systems
-(when it has dirty pages) before it reports the container process's exit, so the host can kill QEMU then instead of waiting for the
+before it reports the container process's exit, so the host can kill QEMU then instead of waiting for the
 guest to power off (`poweroff` remains for a guest whose output does not end).
 Every process the agent starts costs ≈10 ms under TCG (fork, and exec for most applets; exec of a program
 in the virtiofs rootfs ≈50 ms), so the boot path uses shell builtins wherever it can and batches mounts into
@@ -103,16 +103,6 @@ need_ports() {  # ports (names) or devices (paths): they appear asynchronously, 
         done
     done
 }
-flush() {  # sync, unless no page waits to be written: virtiofs writes through to the host (no writeback cache),
-    # so only mmap'd writes or an ext4 rootfs leave any. meminfo is read by builtins, `sync` is a process (and
-    # has virtiofsd syncfs the host's filesystem, which a container's exit does not call for)
-    dirty=
-    while read -r key kb _; do
-        case "$key" in Dirty: | Writeback: | WritebackTmp:) dirty=$dirty$kb ;; esac
-        [ "$key" = WritebackTmp: ] && break
-    done < /proc/meminfo
-    [ "$dirty" = 000 ] || sync
-}
 rlimit() {  # $1 ulimit's letter, $2 soft, $3 hard: soft first when lowering, hard, soft again when raising
     ulimit -S "-$1" "$2" 2>/dev/null; ulimit -H "-$1" "$3" 2>/dev/null; ulimit -S "-$1" "$2" 2>/dev/null
 }
@@ -137,7 +127,7 @@ run_slot() {  # $1 slot, $2 its script (process_script), which sets NONCE, TTY, 
     echo $! > "/run/$k.pid"
     wait $!
     code=$?
-    [ "$k" != 0 ] || flush  # before the exit report: the host may then end the VM at once (shim.py)
+    [ "$k" != 0 ] || sync  # before the exit report: the host may then end the VM at once (shim.py)
     : > "/run/$k.pid"
     printf %s "$NONCE" >&4
     [ -n "$TTY" ] || printf %s "$NONCE" >&5
