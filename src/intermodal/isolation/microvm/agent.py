@@ -131,7 +131,9 @@ run_slot() {  # $1 slot, $2 its script (process_script), which sets NONCE, TTY, 
     : > "/run/$k.pid"
     printf %s "$NONCE" >&4
     [ -n "$TTY" ] || printf %s "$NONCE" >&5
-    exec 4>&- 5>&-
+    # an exec slot is closed before its report, for the next exec in it to open the ports again (a port has one
+    # opener at a time); slot 0 is never reused, and each close waits for the host to acknowledge it
+    [ "$k" = 0 ] || exec 4>&- 5>&-
     echo "exit $k $code" >&3
 }
 
