@@ -56,6 +56,7 @@ OPEN_TREE_CLONE = 1
 OPEN_TREE_CLOEXEC = os.O_CLOEXEC
 AT_EMPTY_PATH = 0x1000
 AT_RECURSIVE = 0x8000
+MOUNT_ATTR_RDONLY = 0x00000001
 MOUNT_ATTR_IDMAP = 0x00100000
 MOVE_MOUNT_F_EMPTY_PATH = 0x00000004
 
@@ -137,6 +138,17 @@ def idmapped_bind(source: str, target: str, userns_fd: int) -> None:
         )  # fmt: skip
     finally:
         os.close(tree)
+
+
+def readonly_tree(target: str) -> None:
+    """Make the mount at `target` and every mount under it read-only (mount_setattr with AT_RECURSIVE): a
+    bind remount changes one mount only."""
+    attr = _MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
+    _check(
+        _libc.syscall(_SYS_MOUNT_SETATTR, ctypes.c_int(-100), _b(target), ctypes.c_uint(AT_RECURSIVE),
+                      ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr))),
+        "mount_setattr (read-only)", target,
+    )  # fmt: skip
 
 
 def umount2(target: str, flags: int = 0) -> None:

@@ -45,12 +45,25 @@ def test_guest_kernel_isolation_process_spec_and_volume(
     assert (data / "out.txt").stat().st_uid == 1000
 
 
-def test_memory_is_guest_ram_and_exit_zero(vm: Engine) -> None:
-    proc = vm(
-        "run", "--rm", "--isolation=vm", "--memory", "192m", "busybox", "grep", "MemTotal", "/proc/meminfo"
+def test_memory_is_guest_ram_and_a_read_only_volume_holds_against_the_guests_root(
+    vm: Engine, tmp_path: Path
+) -> None:
+    """The guest's root may remount its virtiofs share read-write: the host must refuse the writes anyway
+    (one boot for both checks: boots are slow under TCG)."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    (ro / "keep.txt").write_text("host")
+    script = (
+        "grep MemTotal /proc/meminfo; echo x > /ro/keep.txt || echo refused; mount -o remount,rw /ro; "
+        "echo guest > /ro/keep.txt; echo guest > /ro/new.txt; cat /ro/keep.txt"
     )
+    proc = vm("run", "--rm", "--isolation=vm", "--memory", "192m", "-v", f"{ro}:/ro:ro", "busybox",
+              "sh", "-c", script, check=False)  # fmt: skip
     total_kib = int(proc.stdout.split()[1])
     assert 150 * 1024 < total_kib <= 192 * 1024
+    assert proc.stdout.splitlines()[1:] == ["refused", "host"], proc.stderr
+    assert "Read-only file system" in proc.stderr
+    assert sorted(p.name for p in ro.iterdir()) == ["keep.txt"] and (ro / "keep.txt").read_text() == "host"
 
 
 def test_command_not_found_is_127_and_the_images_own_program_runs(vm: Engine, tmp_path: Path) -> None:

@@ -121,6 +121,19 @@ def _pdeathsig() -> None:
     linux.set_pdeathsig(signal.SIGKILL)
 
 
+def _virtiofsd_preexec(share: Share) -> None:
+    """Die with the shim. A read-only share is made read-only here, on the host: the guest's root could
+    remount its virtiofs mount read-write, and C virtiofsd has no read-only option. virtiofsd gets a mount
+    namespace of its own with a read-only bind of the source (its sandbox binds the source again, keeping
+    that), so nothing outlives it."""
+    _pdeathsig()
+    if share.readonly:
+        linux.unshare(linux.CLONE_NEWNS)
+        linux.mount(None, "/", None, linux.MS_REC | linux.MS_SLAVE)  # nothing of ours reaches the host
+        linux.mount(share.source, share.source, None, linux.MS_BIND | linux.MS_REC)
+        linux.readonly_tree(share.source)
+
+
 def _qemu_preexec(netns: int) -> None:
     """Die with the shim; join the container's network namespace, where the VM's tap is."""
     _pdeathsig()
@@ -175,7 +188,7 @@ class Shim:
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=log,
-                    preexec_fn=_pdeathsig,
+                    preexec_fn=lambda: _virtiofsd_preexec(share),
                 )  # fmt: skip
             )
         listener.close()
