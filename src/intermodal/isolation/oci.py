@@ -136,6 +136,10 @@ class OciRuntime:
         finally:
             path.unlink(missing_ok=True)
 
+    def files_changed(self, cid: str) -> None:
+        """The host wrote into the running container's file system (`cp`). Namespaced containers see it
+        at once; a runtime that caches the files elsewhere (a VM's guest kernel) refreshes that cache."""
+
     def state(self, cid: str) -> dict[str, Any] | None:
         result = self._call("state", cid, check=False)
         if result.returncode != 0:

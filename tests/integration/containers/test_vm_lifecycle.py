@@ -10,6 +10,7 @@ import signal
 import socket
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 from engine_cli import Engine
@@ -26,7 +27,7 @@ def wait_for_log(engine: Engine, name: str, text: str) -> None:
         time.sleep(0.2)
 
 
-def test_detached_logs_exec_ports_names_stats_pause_stop_rm(vm: Engine) -> None:
+def test_detached_logs_exec_cp_ports_names_stats_pause_stop_rm(vm: Engine, tmp_path: Path) -> None:
     port = free_port()
     vm("network", "create", "vmnet")
     vm("run", "-d", "--name", "web", "--network", "vmnet", "busybox", "sh", "-c",
@@ -42,6 +43,12 @@ def test_detached_logs_exec_ports_names_stats_pause_stop_rm(vm: Engine) -> None:
     )
     assert proc.stdout == "1 /tmp 65534\n"
     assert vm("exec", "app", "no-such-command", check=False).returncode == 127
+    # the guest caches its rootfs (cache=always): what `cp` writes on the host is what it reads next
+    conf = tmp_path / "app.conf"
+    for content in ("first\n", "second, longer\n"):
+        conf.write_text(content)
+        vm("cp", str(conf), "app:/etc/app.conf")
+        assert vm("exec", "app", "cat", "/etc/app.conf").stdout == content
     terminal = vm("exec", "-t", "app", "tty").stdout.strip()  # the guest's console port, named in /dev too
     assert terminal.startswith("/dev/hvc"), terminal
     wait_for_log(vm, "app", "ready")

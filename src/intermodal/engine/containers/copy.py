@@ -36,7 +36,7 @@ from intermodal import errors
 from intermodal.engine.containers import bundle as bundles
 from intermodal.engine.containers import userns
 from intermodal.engine.containers.record import ContainerRecord
-from intermodal.engine.containers.service import ACTIVE, ContainerService
+from intermodal.engine.containers.service import ACTIVE, RUNNING, ContainerService
 from intermodal.errors import IntermodalError, InvalidArgument, NotFound
 from intermodal.image.layer import apply_layer, set_special_type
 from intermodal.runtime import sys as linux
@@ -176,7 +176,9 @@ def copy_in(svc: ContainerService, source: str, dst: Location, *, follow: bool, 
             maps = record.id_mappings or None
             if source == "-":
                 with _unpacker_in_root(rootfs, target, from_stdin=True, id_mappings=maps):
-                    return
+                    pass
+                _changed(svc, record)
+                return
             top = os.open(name, os.O_PATH | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW), dir_fd=parent_fd)
             try:
                 owner = None if archive else (0, 0)  # Docker: files copied in belong to root
@@ -188,6 +190,13 @@ def copy_in(svc: ContainerService, source: str, dst: Location, *, follow: bool, 
     finally:
         if parent_fd >= 0:
             os.close(parent_fd)
+    _changed(svc, record)
+
+
+def _changed(svc: ContainerService, record: ContainerRecord) -> None:
+    """A running container's runtime may cache its files away from the host (a VM's guest)."""
+    if record.status == RUNNING:
+        svc.runtime(record).files_changed(record.id)
 
 
 def _container_target(rootfs: str, dst: Location, source: str, *, is_dir: bool, name: str) -> tuple[str, str]:

@@ -5,8 +5,9 @@ reports exit codes; the guest's kernel and the agent are all the workload sees b
 
 Channels are virtio-serial ports (the host kernel has no vhost-vsock), one host socket each:
 - `ctl`: lines. Host → guest: `start` (run the container's process, whose script the host put in
-  /config.sh as SLOT0), `run SLOT N` and the N lines of an exec's script, `kill SLOT SIGNAL`, `poweroff`.
-  Guest → host: `ready`, `exit SLOT CODE`. The host sends `start` as soon as the container is started, even
+  /config.sh as SLOT0), `run SLOT N` and the N lines of an exec's script, `kill SLOT SIGNAL`,
+  `drop_caches` (the host wrote into the rootfs, which the guest caches), `poweroff`. Guest → host:
+  `ready`, `exit SLOT CODE`, `dropped`. The host sends `start` as soon as the container is started, even
   while the guest boots: QEMU holds a port's input until the guest opens it, so no round trip is waited for.
 - per slot (0 is the container's process, 1.. serve `exec`): `inK`, `outK`, `errK` streams, and `ttyK`, a
   virtconsole port (a real tty in the guest, /dev/hvcN) when the process wants a terminal.
@@ -152,6 +153,7 @@ while read -r op slot arg <&3; do
             while [ "$arg" -gt 0 ] && IFS= read -r line <&3; do script="$script$line$NL"; arg=$((arg-1)); done
             run_slot "$slot" "$script" & ;;
         kill) read -r pid 2>/dev/null < "/run/$slot.pid" && kill "-$arg" "$pid" 2>/dev/null ;;
+        drop_caches) echo 3 > /proc/sys/vm/drop_caches; echo dropped >&3 ;;  # the host wrote into the rootfs
         poweroff) break ;;
     esac
 done

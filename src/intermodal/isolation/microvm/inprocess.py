@@ -52,6 +52,10 @@ class VmRuntime(OciRuntime):
         with contextlib.suppress(NotFound):
             lifecycle.delete(self.state_root, cid, force)
 
+    def files_changed(self, cid: str) -> None:
+        with contextlib.suppress(IntermodalError, OSError):
+            lifecycle.drop_guest_caches(self.state_root, cid)
+
     def state(self, cid: str) -> dict[str, Any] | None:
         try:
             return lifecycle.state(self.state_root, cid)

@@ -238,6 +238,20 @@ def delete(root: Path, cid: str, force: bool) -> None:
     cleanup(store.dir(cid))
 
 
+def drop_guest_caches(root: Path, cid: str, timeout: float = 10.0) -> None:
+    """Have the guest forget what it cached of its rootfs (shim.py: the rootfs share is cache=always), and
+    wait until it has, so that what the host just wrote is what the container reads next."""
+    from intermodal.isolation.microvm.shim import connect
+
+    store = Store(root)
+    if store.status(store.load(cid)) != RUNNING:
+        return
+    with connect(store.dir(cid) / "shim.sock") as sock:
+        sock.settimeout(timeout)
+        sock.sendall(b"drop_caches\n")
+        sock.recv(64)
+
+
 def running_plan(root: Path, cid: str) -> tuple[Path, dict[str, Any]]:
     """The state dir and OCI process of a running VM, for `exec`."""
     store = Store(root)
