@@ -45,7 +45,9 @@ def test_detached_logs_exec_cp_ports_names_stats_pause_stop_rm(vm: Engine, tmp_p
     assert vm("exec", "app", "no-such-command", check=False).returncode == 127
     # the guest caches its rootfs (cache=always): what `cp` writes on the host is what it reads next
     conf = tmp_path / "app.conf"
-    for content in ("first\n", "second, longer\n"):
+    # with many inodes cached, each cp makes the guest send virtiofsd a burst of FORGETs
+    vm("exec", "app", "find", "/bin", "/etc", "/usr")
+    for content in ("first\n", "second, longer\n", "third\n"):
         conf.write_text(content)
         vm("cp", str(conf), "app:/etc/app.conf")
         assert vm("exec", "app", "cat", "/etc/app.conf").stdout == content

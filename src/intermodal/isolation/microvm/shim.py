@@ -185,8 +185,11 @@ class Shim:
         # ≈50 ms instead of ≈6 ms under TCG. A host-side write (`cp`) has the guest drop its caches
         # (drop_caches). Volumes are shared with the host and other containers: cache=auto, coherent.
         cache = "always" if share.tag == "rootfs" else "auto"
+        # No --thread-pool-size: the default (0) serves requests on the queue's thread. With a pool, a burst
+        # of requests (the guest's FORGETs after drop_caches) grew it, and the new "pool" thread's
+        # sched_getaffinity (glib) broke virtiofsd's own seccomp filter, which killed it (QEMU 7.2's).
         argv = [VIRTIOFSD, f"--fd={listener.fileno()}", "-o", f"source={share.source}", "-o", f"cache={cache}",
-                "-o", "log_level=err", "--rlimit-nofile=0", "--thread-pool-size=4"]  # fmt: skip
+                "-o", "log_level=err", "--rlimit-nofile=0"]  # fmt: skip
         with open(self.dir / f"virtiofsd-{share.tag}.log", "ab") as log:
             self.helpers.append(
                 subprocess.Popen(
