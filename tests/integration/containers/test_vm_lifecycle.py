@@ -85,19 +85,30 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_qemu_killed_leaves_an_exited_container_and_nothing_else(vm: Engine) -> None:
+@pytest.mark.parametrize(
+    ("victim", "reason"),
+    [
+        ("qemu", "QEMU process was killed by signal 9"),
+        ("virtiofsd", "virtiofsd for its rootfs share was killed"),
+    ],
+)
+def test_qemu_or_virtiofsd_killed_leaves_an_exited_container_and_nothing_else(
+    vm: Engine, victim: str, reason: str
+) -> None:
+    """A dead virtiofsd would leave the guest's file system hanging: the VM is ended, with the reason."""
     cid = vm("run", "-d", "--name", "k", "--isolation=vm", "busybox", "sh", "-c",
              "echo ready; sleep 1000").stdout.strip()  # fmt: skip
     wait_for_log(vm, "k", "ready")
-    os.kill(int(str(vm_pids(vm.root, cid)["qemu"])), signal.SIGKILL)
+    pids = vm_pids(vm.root, cid)
+    helpers = pids["helpers"]
+    assert isinstance(helpers, list)
+    os.kill(int(str(pids["qemu"])) if victim == "qemu" else int(helpers[0]), signal.SIGKILL)
     assert vm("wait", "k", timeout=30).stdout.strip() == "137"
     assert vm("ps", "-a", "--format", "{{.Status}}").stdout.startswith("Exited (137)")
-    assert "QEMU process was killed by signal 9" in vm("logs", "k").stderr
+    assert reason in vm("logs", "k").stderr
     info = json.loads((vm.root / "containers" / cid / "bundle" / "vm.json").read_text())  # for inspect
     assert (
-        info["Isolation"] == "vm"
-        and info["Accelerator"] in ("kvm", "tcg")
-        and "signal 9" in info["ExitReason"]
+        info["Isolation"] == "vm" and info["Accelerator"] in ("kvm", "tcg") and reason in info["ExitReason"]
     )
     vm("rm", "k")
     assert leftovers(vm.root) == []

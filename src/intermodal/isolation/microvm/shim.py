@@ -154,7 +154,8 @@ class Shim:
         self.terminal = bool(plan.process.get("terminal"))
         self.attach_stdin = attach_stdin or self.terminal
         self.sel = selectors.DefaultSelector()
-        self.helpers: list[subprocess.Popen[bytes]] = []
+        self.helpers: dict[str, subprocess.Popen[bytes]] = {}  # share tag → its virtiofsd
+        self.helper_died = ""  # why the VM was ended: a virtiofsd exited under a running guest
         self.qemu: subprocess.Popen[bytes] | None = None
         self.ready = self.started = False
         self.code: int | None = None
@@ -191,15 +192,13 @@ class Shim:
         argv = [VIRTIOFSD, f"--fd={listener.fileno()}", "-o", f"source={share.source}", "-o", f"cache={cache}",
                 "-o", "log_level=err", "--rlimit-nofile=0"]  # fmt: skip
         with open(self.dir / f"virtiofsd-{share.tag}.log", "ab") as log:
-            self.helpers.append(
-                subprocess.Popen(
-                    argv,
-                    pass_fds=(listener.fileno(),),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=log,
-                    preexec_fn=lambda: _virtiofsd_preexec(share),
-                )  # fmt: skip
+            self.helpers[share.tag] = subprocess.Popen(
+                argv,
+                pass_fds=(listener.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                preexec_fn=lambda: _virtiofsd_preexec(share),
             )
         listener.close()
         return connect(path)
@@ -245,7 +244,7 @@ class Shim:
                     os.close(netns)
         for s in (*listeners.values(), *fs.values(), qmp_qemu):
             s.close()
-        pids = {"qemu": self.qemu.pid, "helpers": [h.pid for h in self.helpers]}
+        pids = {"qemu": self.qemu.pid, "helpers": [h.pid for h in self.helpers.values()]}
         (self.dir / "pids.json").write_text(json.dumps(pids))
 
     # -- the loop ------------------------------------------------------------------------------------------
@@ -269,6 +268,8 @@ class Shim:
         self.sel.register(self.ctl, selectors.EVENT_READ, "ctl")
         self.sel.register(server, selectors.EVENT_READ, "server")
         self.sel.register(qemu_fd, selectors.EVENT_READ, "qemu")
+        for tag, helper in self.helpers.items():
+            self.sel.register(os.pidfd_open(helper.pid), selectors.EVENT_READ, f"helper {tag}")
         for sock in self.streams:
             self.sel.register(sock, selectors.EVENT_READ, "out")
         if self.attach_stdin:
@@ -309,6 +310,9 @@ class Shim:
                     self._on_client(key.fileobj)  # type: ignore[arg-type]
                 elif what == "qemu":
                     return self._finish()
+                elif what.startswith("helper "):
+                    self.sel.unregister(key.fileobj)
+                    self._on_helper_exit(what.split(" ", 1)[1])
             self._deliver_signals()
             if self.code is not None and not self.poweroff_sent_at:
                 if all(stream.done for _, stream in self.streams.values()):
@@ -518,15 +522,31 @@ class Shim:
             return self.code
         return self._fail(self._reason(status), code=128 - status if status < 0 else 255)
 
+    def _on_helper_exit(self, tag: str) -> None:
+        """A virtiofsd gone under a running guest leaves its file system hanging for good: end the VM, with
+        that as the reason. One that follows QEMU out (QEMU closed its socket) is no cause."""
+        assert self.qemu is not None
+        status = self.helpers[tag].wait()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.qemu.wait(0.2)
+            return
+        if self.code is None:
+            how = f"was killed by signal {-status}" if status < 0 else f"exited with status {status}"
+            self.helper_died = f"the VM's virtiofsd for its {tag} share {how}"
+        self.qemu.kill()
+
     def _stop_helpers(self) -> None:
         """With QEMU gone, virtiofsd has no one to serve: end it now rather than poll for its own exit
         (Popen.wait with a timeout sleeps in steps, which cost ≈10 ms per VM)."""
-        for h in self.helpers:
+        for h in self.helpers.values():
             h.kill()
             h.wait()
 
     def _reason(self, status: int) -> str:
-        """Why the VM ended without an exit report: QEMU killed, the guest kernel panicked, the agent failed."""
+        """Why the VM ended without an exit report: a virtiofsd or QEMU killed, the guest kernel panicked, the
+        agent failed."""
+        if self.helper_died:
+            return self.helper_died
         if status < 0:
             return f"the VM's QEMU process was killed by signal {-status}"
         console = _tail(self.dir / "console.log")
@@ -547,7 +567,7 @@ class Shim:
             info.write_text(json.dumps({**json.loads(info.read_text()), "ExitReason": reason}))
         if self.qemu and self.qemu.poll() is None:
             self.qemu.kill()
-        for h in self.helpers:
+        for h in self.helpers.values():
             if h.poll() is None:
                 h.kill()
         return code
