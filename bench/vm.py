@@ -203,14 +203,18 @@ def main() -> None:
             )
     floors = {i: [statistics.median(s[k] for s in results[i]) for k in (0, 1)] for i in (0, 2)}
     print(f"\nvm: `busybox true`, {accel_name.upper()}, kernel {guest.release}, medians of {RUNS} (min-max);"
-          " ratios to the floor above each VM case (the containers': to the floor without a NIC)")  # fmt: skip
-    print(f"{'case':42} {'wall s':>18} {'ratio':>6}   {'CPU s':>5} {'ratio':>6}")
+          " ratios to the floor above each VM case (the containers': to the floor without a NIC); paired: the"
+          " median of each round's ratio to the floor run just before it, which a slow spell of the host"
+          " affects less")  # fmt: skip
+    print(f"{'case':42} {'wall s':>18} {'ratio':>6} {'paired':>6}   {'CPU s':>5} {'ratio':>6}")
     for i, (label, samples) in enumerate(zip(labels, results, strict=True)):
-        floor = floors[2 if i in (2, 3) else 0]
+        f = 2 if i in (2, 3) else 0
+        floor = floors[f]
         wall = [s[0] for s in samples]
         cpu = statistics.median(s[1] for s in samples)
         med = statistics.median(wall)
-        print(f"{label:42} {med:5.2f} ({min(wall):.2f}-{max(wall):.2f}) {med / floor[0]:5.2f}x"
+        paired = statistics.median(s[0] / r[0] for s, r in zip(samples, results[f], strict=True))
+        print(f"{label:42} {med:5.2f} ({min(wall):.2f}-{max(wall):.2f}) {med / floor[0]:5.2f}x {paired:5.2f}x"
               f"   {cpu:5.2f} {cpu / floor[1]:5.2f}x")  # fmt: skip
     print(f"\nvm: idle detached VM, guest RAM {qemu.DEFAULT_MEMORY_MIB} MiB")
     print(f"{'process':16} {'RSS MiB':>9} {'PSS MiB':>9}")
