@@ -279,7 +279,13 @@ def test_guest_config_makes_mount_points_in_the_rootfs_with_its_symlinks_resolve
     tables = {name: data.decode().splitlines() for name, data, _ in files if name.startswith("fstab")}
     assert tables["fstab0"][-1] == "tmpfs /newroot/run tmpfs defaults 0 0"
     assert tables["fstab1"] == ["/files/f0 /newroot/run/resolv.conf none bind 0 0",
-                                "/files/f1 /newroot/host-file none bind 0 0", "vol0 /newroot/srv/data virtiofs rw 0 0"]  # fmt: skip
+                                "vol0 /newroot/srv/data virtiofs rw 0 0"]  # fmt: skip
+    # a file outside the guest's mounts is bound on the host, by the rootfs share's virtiofsd (shim.py)
+    assert plan.root_files == [[str(tmp_path / "f"), "/host-file", False]]
+    assert [name for name, _, _ in files if not name.startswith("fstab")] == ["f0"]
+    (root / "etc" / "hosts").mkdir()
+    with pytest.raises(InvalidArgument, match="the image has a directory there"):
+        bundle.guest_config({"mounts": [{"destination": "/etc/hosts", **bind}]}, plan, host_mount_points=True)
 
 
 def test_resources_become_guest_ram_and_vcpus() -> None:

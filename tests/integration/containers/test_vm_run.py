@@ -45,25 +45,37 @@ def test_guest_kernel_isolation_process_spec_and_volume(
     assert (data / "out.txt").stat().st_uid == 1000
 
 
-def test_memory_is_guest_ram_and_a_read_only_volume_holds_against_the_guests_root(
+def test_memory_is_guest_ram_and_read_only_volumes_and_files_hold_against_the_guests_root(
     vm: Engine, tmp_path: Path
 ) -> None:
-    """The guest's root may remount its virtiofs share read-write: the host must refuse the writes anyway
-    (one boot for both checks: boots are slow under TCG)."""
+    """The guest's root may remount its virtiofs shares read-write: the host must refuse the writes anyway,
+    to a `--read-only` rootfs too, whose /etc/hosts stays writable as Docker's does. A single-file bind is the
+    host's file, as with Docker: a write to a read-write one reaches the host (one boot for all the checks:
+    boots are slow under TCG)."""
     ro = tmp_path / "ro"
     ro.mkdir()
     (ro / "keep.txt").write_text("host")
+    conf, ro_conf = tmp_path / "app.conf", tmp_path / "ro.conf"
+    conf.write_text("host-conf\n")
+    ro_conf.write_text("host-ro\n")
     script = (
         "grep MemTotal /proc/meminfo; echo x > /ro/keep.txt || echo refused; mount -o remount,rw /ro; "
-        "echo guest > /ro/keep.txt; echo guest > /ro/new.txt; cat /ro/keep.txt"
+        "echo guest > /ro/keep.txt; echo guest > /ro/new.txt; cat /ro/keep.txt; echo; "
+        "cat /etc/app.conf; echo guest-conf > /etc/app.conf; "
+        "echo x > /etc/ro.conf || echo refused-file; mount -o remount,rw /etc/ro.conf; "
+        "echo guest > /etc/ro.conf; cat /etc/ro.conf; mount -o remount,rw /; touch /new || echo refused-root; "
+        "echo '10.9.8.7 extra' >> /etc/hosts && tail -n 1 /etc/hosts"
     )
-    proc = vm("run", "--rm", "--isolation=vm", "--memory", "192m", "-v", f"{ro}:/ro:ro", "busybox",
+    proc = vm("run", "--rm", "--isolation=vm", "--read-only", "--memory", "192m", "-v", f"{ro}:/ro:ro",
+              "-v", f"{conf}:/etc/app.conf", "-v", f"{ro_conf}:/etc/ro.conf:ro", "busybox",
               "sh", "-c", script, check=False)  # fmt: skip
     total_kib = int(proc.stdout.split()[1])
     assert 150 * 1024 < total_kib <= 192 * 1024
-    assert proc.stdout.splitlines()[1:] == ["refused", "host"], proc.stderr
+    expected = ["refused", "host", "host-conf", "refused-file", "host-ro", "refused-root", "10.9.8.7 extra"]
+    assert proc.stdout.splitlines()[1:] == expected, proc.stderr
     assert "Read-only file system" in proc.stderr
     assert sorted(p.name for p in ro.iterdir()) == ["keep.txt"] and (ro / "keep.txt").read_text() == "host"
+    assert conf.read_text() == "guest-conf\n" and ro_conf.read_text() == "host-ro\n"
 
 
 def test_command_not_found_is_127_and_the_images_own_program_runs(vm: Engine, tmp_path: Path) -> None:

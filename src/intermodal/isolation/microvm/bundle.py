@@ -2,8 +2,11 @@
 
 The guest sees its image, the declared volumes and nothing else of the host: directory binds and named
 volumes become virtiofs shares (one virtiofsd each, confined to that directory), tmpfs mounts are made in
-the guest, and single-file binds (the engine's /etc/hosts, /etc/hostname, /etc/resolv.conf, --init's tini)
-are copied into the initramfs and bound from there, since virtiofs shares directories only.
+the guest, and single-file binds (the engine's /etc/hosts, /etc/hostname, /etc/resolv.conf, --init's tini,
+`-v FILE:PATH`) are bound on the host, into the rootfs share, in its virtiofsd's own mount namespace
+(shim.py): the guest reads and writes the host's file, as a container does, with no mount of its own. Only
+a file bind inside a guest-side mount (a tmpfs, a volume, /dev), or into an ext4 rootfs, is copied into the
+initramfs and bound from there.
 The spec's network namespace is where QEMU runs and the guest's NIC takes the container's address
 (network.py); its other namespaces, cgroups, seccomp and capabilities are not applied: the VM boundary
 replaces them."""
@@ -41,6 +44,9 @@ class Share:
     tag: str
     source: str
     readonly: bool
+    # single files bound into the share on the host: [host file, path inside the share (its symlinks
+    # resolved there), read-only]
+    files: list[list[Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -61,6 +67,7 @@ class Plan:
     initrd: str = ""
     rootfs_image: str = ""
     shares: list[Share] = field(default_factory=list)
+    root_files: list[list[Any]] = field(default_factory=list)  # Share.files of the rootfs share
     process: dict[str, Any] = field(default_factory=dict)
     netns: str = ""  # the container's network namespace, where QEMU runs to reach the tap
     cgroup: str = ""  # the spec's cgroupsPath: the shim, QEMU and virtiofsd live there (lifecycle.py)
@@ -202,6 +209,25 @@ class _Mounts:
         self._mounted: list[str] = []  # all tables'
         self._read_only: list[str] = []
 
+    def host_file_point(self, dest: str) -> str | None:
+        """The mount point for a single-file bind at `dest`, made in the rootfs on the host, when the host can
+        bind there: not inside a mount the guest makes. None otherwise."""
+        if self.root is None:
+            return None
+        target = resolve_in_root(self.root, dest)
+        if any(_under(target, d) for d in self._mounted):
+            return None
+        try:
+            fd = open_in_root(self.root, target, create="file")
+        except OSError as e:
+            raise IntermodalError(f"cannot make the mount point {dest} in the rootfs: {e}") from None
+        try:
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                raise InvalidArgument(f"cannot bind a file onto {dest}: the image has a directory there")
+        finally:
+            os.close(fd)
+        return target
+
     def add(
         self, source: str, dest: str, fstype: str, options: str, create: str = "", ro_bind: bool = False
     ) -> None:
@@ -240,9 +266,14 @@ def guest_config(
 ) -> tuple[str, list[tuple[str, bytes, int]]]:
     """config.sh for the agent (fstab tables of all its mounts: its own /proc, /sys and /dev, the rootfs, then
     the container's in the spec's order) and the files to put in the initramfs (the tables and single-file
-    binds); fills `plan.shares`. `host_mount_points`: make the mount points in `plan.rootfs` now."""
+    binds); fills `plan.shares`. `host_mount_points`: make the mount points in `plan.rootfs` now, and bind
+    single files there on the host (`plan.root_files`) rather than copy them."""
     q = shlex.quote
     ro = "ro" if plan.root_readonly else "rw"
+    if host_mount_points and plan.rootfs_transport == "virtiofs":
+        # The host makes the share read-only (shim.py), around the files it binds into it: the guest's mount
+        # stays read-write, or a read-only superblock would refuse writes to /etc/hosts too.
+        ro = "rw"
     if plan.rootfs_transport == "ext4":  # the disk appears after the agent's /dev: mount it on its own
         steps, head = ["mounts /etc/fstab", f"root_ext4 /dev/vda {ro}"], []
     else:  # everything in one `mount -a`
@@ -271,6 +302,10 @@ def guest_config(
                 plan.shares.append(Share(tag, os.path.realpath(source), readonly))
                 mounts.add(tag, dest, "virtiofs", "ro" if readonly else "rw", "dir")
             elif os.path.isfile(source):
+                point = mounts.host_file_point(dest) if plan.rootfs_transport == "virtiofs" else None
+                if point is not None:
+                    plan.root_files.append([os.path.abspath(source), point, readonly])
+                    continue
                 name = f"f{len(binds)}"
                 st = os.stat(source)
                 binds.append((name, Path(source).read_bytes(), st.st_mode & 0o777))

@@ -22,6 +22,7 @@ from pathlib import Path
 from intermodal.isolation.microvm import agent, qemu
 from intermodal.isolation.microvm.bundle import Plan, Share
 from intermodal.runtime import sys as linux
+from intermodal.runtime.rootfs import open_in_root
 
 VIRTIOFSD = "/usr/lib/qemu/virtiofsd"
 DRAIN_SECONDS = 5.0  # after the exit report, how long output may keep arriving before we power off anyway
@@ -122,16 +123,33 @@ def _pdeathsig() -> None:
 
 
 def _virtiofsd_preexec(share: Share) -> None:
-    """Die with the shim. A read-only share is made read-only here, on the host: the guest's root could
-    remount its virtiofs mount read-write, and C virtiofsd has no read-only option. virtiofsd gets a mount
-    namespace of its own with a read-only bind of the source (its sandbox binds the source again, keeping
-    that), so nothing outlives it."""
+    """Die with the shim. virtiofsd gets a mount namespace of its own with a bind of the source (its sandbox
+    binds the source again, recursively, keeping what is under it), so nothing outlives it:
+    - a read-only share is made read-only here, on the host: the guest's root could remount its virtiofs
+      mount read-write, and C virtiofsd has no read-only option;
+    - the share's single files are bound into it (after that, so a read-write file stays writable in a
+      read-only rootfs, as Docker's /etc/hosts does), each through an O_PATH fd of its mount point resolved
+      inside the source, so a symlink in the image cannot send the mount elsewhere."""
     _pdeathsig()
+    if not share.readonly and not share.files:
+        return
+    linux.unshare(linux.CLONE_NEWNS)
+    linux.mount(None, "/", None, linux.MS_REC | linux.MS_SLAVE)  # nothing of ours reaches the host
+    linux.mount(share.source, share.source, None, linux.MS_BIND | linux.MS_REC)
     if share.readonly:
-        linux.unshare(linux.CLONE_NEWNS)
-        linux.mount(None, "/", None, linux.MS_REC | linux.MS_SLAVE)  # nothing of ours reaches the host
-        linux.mount(share.source, share.source, None, linux.MS_BIND | linux.MS_REC)
         linux.readonly_tree(share.source)
+    for source, target, readonly in share.files:
+        fd = open_in_root(share.source, target)
+        try:
+            linux.mount(source, f"/proc/self/fd/{fd}", None, linux.MS_BIND)
+        finally:
+            os.close(fd)
+        if readonly:
+            fd = open_in_root(share.source, target)  # now the bind's own root
+            try:
+                linux.readonly_tree(f"/proc/self/fd/{fd}")
+            finally:
+                os.close(fd)
 
 
 def _qemu_preexec(netns: int) -> None:
@@ -206,7 +224,7 @@ class Shim:
     def boot(self) -> None:
         shares = list(self.plan.shares)
         if self.plan.rootfs_transport == "virtiofs":
-            shares.insert(0, Share("rootfs", self.plan.rootfs, self.plan.root_readonly))
+            shares.insert(0, Share("rootfs", self.plan.rootfs, self.plan.root_readonly, self.plan.root_files))
         fs = {s.tag: self._virtiofsd(s) for s in shares}
         names = ["ctl", *agent.port_names(0, terminal=self.terminal, stdin=self.attach_stdin)]
         listeners = {name: listen(port_socket(self.dir, name)) for name in names}
