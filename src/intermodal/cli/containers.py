@@ -388,11 +388,12 @@ def prune_cmd(ctx: click.Context, force: bool) -> None:
 
 
 @click.command("cleanup", hidden=True)
+@click.option("--instance", default=None, help="the exiting conmon's token (monitor.launch)")
 @click.argument("container")
 @click.pass_context
-def cleanup_cmd(ctx: click.Context, container: str) -> None:
+def cleanup_cmd(ctx: click.Context, container: str, instance: str | None) -> None:
     """conmon's exit command: record the exit and apply the restart policy."""
-    service(ctx).cleanup(container)
+    service(ctx).cleanup(container, instance)
 
 
 @click.group(

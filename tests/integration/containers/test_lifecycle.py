@@ -40,6 +40,21 @@ def test_detached_lifecycle(engine: Engine, runtime: str) -> None:
     assert engine("ps", "-aq").stdout == ""
 
 
+def test_restart_leaves_the_new_instance_running(engine: Engine) -> None:
+    """The old conmon's exit command (`container cleanup`) runs after `restart` has started the new instance:
+    it must not take the new one for the exited one (it killed it, Exited (255), about one restart in two)."""
+    engine("run", "-d", "--name", "app", "busybox", "sh", "-c",
+           "echo hello; trap 'exit 0' TERM; while true; do sleep 0.1; done")  # fmt: skip
+    for started in (2, 3, 4):
+        engine("restart", "app")
+        time.sleep(1)  # the old conmon's cleanup has run by now
+        assert engine("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", "app").stdout.split() == [
+            "running", "0"
+        ]
+        assert wait_for(lambda n=started: engine("logs", "app").stdout.count("hello") == n)
+    engine("rm", "-f", "app")
+
+
 def test_logs_tail_timestamps_and_streams(engine: Engine) -> None:
     engine(
         "run", "--name", "l", "busybox", "sh", "-c", "for i in 1 2 3 4; do echo line$i; done; echo oops >&2"

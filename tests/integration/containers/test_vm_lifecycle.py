@@ -27,13 +27,13 @@ def wait_for_log(engine: Engine, name: str, text: str) -> None:
         time.sleep(0.2)
 
 
-def test_detached_logs_exec_cp_ports_names_stats_pause_stop_rm(vm: Engine, tmp_path: Path) -> None:
+def test_detached_logs_exec_cp_ports_names_stats_pause_restart_stop_rm(vm: Engine, tmp_path: Path) -> None:
     port = free_port()
     vm("network", "create", "vmnet")
     vm("run", "-d", "--name", "web", "--network", "vmnet", "busybox", "sh", "-c",
        "mkdir /www && echo from-container > /www/index.html && httpd -f -p 80 -h /www")  # fmt: skip
     vm("run", "-d", "--name", "app", "--network", "vmnet", "-p", f"{port}:80", "--isolation=vm", "busybox", "sh",
-       "-c", "mkdir /www && echo from-vm > /www/index.html && httpd -p 80 -h /www && echo ready; "
+       "-c", "mkdir -p /www && echo from-vm > /www/index.html && httpd -p 80 -h /www && echo ready; "
        "trap 'echo bye; exit 7' TERM; while true; do sleep 0.1; done")  # fmt: skip
     # exec right after `run -d` waits for the guest to boot
     proc = vm("exec", "app", "sh", "-c", "echo out; echo err >&2; exit 4", check=False)
@@ -71,6 +71,11 @@ def test_detached_logs_exec_cp_ports_names_stats_pause_stop_rm(vm: Engine, tmp_p
     assert "Paused" in vm("ps", "--filter", "name=app", "--format", "{{.Status}}").stdout
     vm("unpause", "app")
     assert vm("exec", "app", "echo", "thawed").stdout == "thawed\n"
+    # restart: a new VM in the same place (the old one's exit command must leave the new one alone)
+    vm("restart", "app")
+    wait_for_log(vm, "app", "bye\nready")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as reply:
+        assert reply.read() == b"from-vm\n"
     vm("stop", "app")
     assert vm("ps", "-a", "--filter", "name=app", "--format", "{{.Status}}").stdout.startswith("Exited (7)")
     assert "bye" in vm("logs", "app").stdout

@@ -30,10 +30,17 @@ def intermodal_binary() -> str:
 
 
 def launch(
-    root: Path, record: ContainerRecord, paths: Paths, runtime: OciRuntime, keep_fds: Sequence[int] = ()
+    root: Path,
+    record: ContainerRecord,
+    paths: Paths,
+    runtime: OciRuntime,
+    keep_fds: Sequence[int] = (),
+    token: str = "",
 ) -> int:
     """Start conmon, which creates the container; returns the container's PID once `create` succeeded.
-    conmon inherits `keep_fds` and holds them while it lives (the sockets reserving published ports)."""
+    conmon inherits `keep_fds` and holds them while it lives (the sockets reserving published ports); its
+    exit command names `token`, so that it finalizes this instance only (a `restart` may have started the
+    next one by the time it runs)."""
     import subprocess
 
     runtime.state_root.mkdir(parents=True, exist_ok=True)
@@ -50,7 +57,8 @@ def launch(
         "--log-level", "error",
         "--exit-command", intermodal_binary(),
         "--exit-command-arg", "--root", "--exit-command-arg", str(root),
-        "--exit-command-arg", "container", "--exit-command-arg", "cleanup", "--exit-command-arg", record.id,
+        "--exit-command-arg", "container", "--exit-command-arg", "cleanup",
+        "--exit-command-arg", "--instance", "--exit-command-arg", token, "--exit-command-arg", record.id,
     ]  # fmt: skip
     if log_max:
         from intermodal.engine.containers.options import parse_size

@@ -56,6 +56,7 @@ class ContainerRecord:
     runtime: str = "intermodal"
     monitor_pid: int = 0  # conmon, or the CLI running the container in the foreground
     monitor_start: int = 0  # its start time in clock ticks, to tell a reused PID from ours
+    monitor_token: str = ""  # names conmon's instance to its exit command (ContainerService.cleanup)
     mounts: list[dict[str, Any]] = field(default_factory=list)  # resolved volume mounts (Docker shape)
     explicitly_stopped: bool = (
         False  # `stop`/`kill` by the user: restart policies other than always don't apply

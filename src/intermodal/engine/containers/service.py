@@ -256,7 +256,8 @@ class ContainerService:
             runtime = self.runtime(record)
             runtime.delete(record.id)  # a leftover from a crashed run must not block create
             try:
-                pid = monitor.launch(self.root, record, paths, runtime, self.networks.held_fds(record.id))
+                token = os.urandom(8).hex()
+                pid = monitor.launch(self.root, record, paths, runtime, self.networks.held_fds(record.id), token)
                 runtime.start(record.id)
             except BaseException as e:
                 self._abort_start(record, runtime, paths, e, locked=True)
@@ -265,6 +266,7 @@ class ContainerService:
                 self.networks.drop_held(record.id)
             record.monitor_pid = monitor.monitor_pid(paths)
             record.monitor_start = process_start_time(record.monitor_pid) or 0
+            record.monitor_token = token
             self._mark_running(record, pid)
             self.store.save(record)
         return record
@@ -281,6 +283,7 @@ class ContainerService:
             runtime.delete(record.id)
             record.monitor_pid = os.getpid()
             record.monitor_start = process_start_time(os.getpid()) or 0
+            record.monitor_token = ""  # no conmon, no exit command
             self.store.save(record)
 
         def started(pid: int) -> None:
@@ -361,15 +364,23 @@ class ContainerService:
         )
 
     def finalize(
-        self, cid: str, code: int, *, allow_restart: bool, locked: bool = False, error: str = ""
+        self,
+        cid: str,
+        code: int,
+        *,
+        allow_restart: bool,
+        locked: bool = False,
+        error: str = "",
+        instance: str | None = None,
     ) -> ContainerRecord | None:
-        """Record the exit, release the runtime state, cgroup and rootfs mount; then --rm or restart."""
+        """Record the exit, release the runtime state, cgroup and rootfs mount; then --rm or restart.
+        `instance`: the exit is that conmon instance's (its token), and nothing to do if another runs now."""
         with self.store.locked(cid) if not locked else contextlib.nullcontext():
             try:
                 record = self.store.load(cid)
             except IntermodalError:
                 return None
-            if record.status not in ACTIVE:
+            if record.status not in ACTIVE or (instance is not None and record.monitor_token != instance):
                 return record
             paths = self.paths(cid)
             runtime = self.runtime(record)
@@ -402,11 +413,12 @@ class ContainerService:
                 self.start(cid)
         return record
 
-    def cleanup(self, cid: str) -> None:
-        """conmon's exit command: the container exited; record it and apply the restart policy."""
+    def cleanup(self, cid: str, instance: str | None = None) -> None:
+        """conmon's exit command: the container exited; record it and apply the restart policy. `instance`:
+        the exiting conmon's token; a later instance (`restart` started it already) is left alone."""
         exit_file = self.paths(cid).exits / cid
         code = _read_exit(exit_file) if exit_file.exists() else 255
-        self.finalize(cid, code, allow_restart=True)
+        self.finalize(cid, code, allow_restart=True, instance=instance)
 
     # -- stop / kill / remove ---------------------------------------------------------------------------------
 
