@@ -48,9 +48,8 @@ def test_restart_leaves_the_new_instance_running(engine: Engine) -> None:
     for started in (2, 3, 4):
         engine("restart", "app")
         time.sleep(1)  # the old conmon's cleanup has run by now
-        assert engine("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", "app").stdout.split() == [
-            "running", "0"
-        ]
+        state = engine("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", "app").stdout.split()
+        assert state == ["running", "0"]
         assert wait_for(lambda n=started: engine("logs", "app").stdout.count("hello") == n)
     engine("rm", "-f", "app")
 

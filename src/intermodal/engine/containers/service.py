@@ -257,7 +257,9 @@ class ContainerService:
             runtime.delete(record.id)  # a leftover from a crashed run must not block create
             try:
                 token = os.urandom(8).hex()
-                pid = monitor.launch(self.root, record, paths, runtime, self.networks.held_fds(record.id), token)
+                pid = monitor.launch(
+                    self.root, record, paths, runtime, self.networks.held_fds(record.id), token
+                )
                 runtime.start(record.id)
             except BaseException as e:
                 self._abort_start(record, runtime, paths, e, locked=True)
