@@ -38,11 +38,13 @@ from intermodal.net import ipam
 from intermodal.net.dns import Resolver
 
 if TYPE_CHECKING:
+    from intermodal.isolation import oci
     from intermodal.net import firewall, links, netns, ports, rtnl
 else:  # `--network none|host` and `ps` need none of the machinery (sockets, subprocess, netlink)
     firewall, links, netns, ports, rtnl = (
         lazy_import(f"intermodal.net.{name}") for name in ("firewall", "links", "netns", "ports", "rtnl")
     )
+    oci = lazy_import("intermodal.isolation.oci")
 from intermodal.runtime.state import process_start_time
 
 DEFAULT = "bridge"
@@ -577,6 +579,17 @@ class NetworkService:
             configs = dict(endpoints_config(record))
             if name in configs:
                 raise Conflict(f"container {record.name} is already connected to network {name}")
+            if record.runtime == oci.VM:  # its one NIC mirrors eth0 (isolation/microvm/network.py)
+                if self._running(record):
+                    raise Conflict(
+                        f"cannot connect running micro-VM {record.name} to network {name}: its network "
+                        "interface is fixed at boot; stop it, connect, and start it again"
+                    )
+                if configs:
+                    raise Conflict(
+                        f"micro-VM {record.name} has one network interface, on {next(iter(configs))}: "
+                        "disconnect it from that network first"
+                    )
             ep: dict[str, Any] = {
                 "Aliases": aliases or None,
                 "IPAMConfig": {"IPv4Address": ip} if ip else None,

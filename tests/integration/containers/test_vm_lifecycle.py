@@ -71,6 +71,8 @@ def test_detached_logs_exec_cp_ports_names_stats_pause_restart_stop_rm(vm: Engin
     assert "Paused" in vm("ps", "--filter", "name=app", "--format", "{{.Status}}").stdout
     vm("unpause", "app")
     assert vm("exec", "app", "echo", "thawed").stdout == "thawed\n"
+    joined = vm("network", "connect", "bridge", "app", check=False)
+    assert joined.returncode == 125 and "fixed at boot" in joined.stderr
     # restart: a new VM in the same place (the old one's exit command must leave the new one alone)
     vm("restart", "app")
     wait_for_log(vm, "app", "bye\nready")

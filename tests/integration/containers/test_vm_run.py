@@ -103,6 +103,14 @@ def test_guest_kernel_panic_ends_the_container_with_a_reason(vm: Engine) -> None
 def test_bad_input_fails_before_booting(vm: Engine, tmp_path: Path) -> None:
     small = vm("run", "--rm", "--isolation=vm", "--memory", "32m", "busybox", "true", check=False)
     assert small.returncode == 125 and "at least 64m" in small.stderr
+    # a VM's one NIC mirrors its first network's interface: a second network would never reach the guest
+    vm("network", "create", "second")
+    vm("create", "--name", "one-nic", "--isolation=vm", "busybox", "true")
+    joined = vm("network", "connect", "second", "one-nic", check=False)
+    assert joined.returncode == 125 and "has one network interface, on bridge" in joined.stderr
+    assert "second" not in vm("inspect", "-f", "{{json .NetworkSettings.Networks}}", "one-nic").stdout
+    vm("rm", "one-nic")
+    vm("network", "rm", "second")
     not_a_kernel = tmp_path / "vmlinux"
     not_a_kernel.write_bytes(b"not a kernel")
     bad = vm(
