@@ -308,7 +308,9 @@ def _resolv_conf(servers: list[str], *, keep_loopback: bool = False) -> str:
 def process_args(record: ContainerRecord) -> list[str]:
     args = list(record.config.get("Entrypoint") or []) + list(record.config.get("Cmd") or [])
     if record.host_config.get("Init"):
-        args = [TINI_TARGET, "--", *args]
+        # -s: tini reaps orphans as a subreaper where it is not PID 1 (a micro-VM's guest, whose PID 1 is
+        # the agent), and does not warn; as a container's PID 1 it changes nothing
+        args = [TINI_TARGET, "-s", "--", *args]
     return args
 
 
