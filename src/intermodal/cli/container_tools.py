@@ -11,6 +11,7 @@ import click
 from intermodal.cli.containers import service
 from intermodal.cli.output import (
     binary_size,
+    console_size,
     human_size,
     print_formatted,
     print_table,
@@ -40,7 +41,7 @@ def exec_cmd(ctx: click.Context, container: str, command: tuple[str, ...], **kw:
     opts = ExecOptions(
         command=list(command), interactive=kw["interactive"], tty=kw["tty"], detach=kw["detach"],
         env=list(kw["env"]), env_files=list(kw["env_file"]), workdir=kw["workdir"], user=kw["user"],
-        privileged=kw["privileged"],
+        privileged=kw["privileged"], console_size=console_size() if kw["tty"] else (0, 0),
     )  # fmt: skip
     sys.exit(exec_in(service(ctx), container, opts))
 

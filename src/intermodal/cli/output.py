@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -36,6 +37,16 @@ def binary_size(size: float) -> str:
         size /= 1024
         i += 1
     return f"{size:.4g}{units[i]}"
+
+
+def console_size() -> tuple[int, int]:
+    """Our terminal's rows and columns, which a container's terminal starts with (the docker CLI sends its
+    output's as ConsoleSize); (0, 0) when stdout is not a terminal."""
+    try:
+        size = os.get_terminal_size(sys.stdout.fileno())
+    except (OSError, ValueError):
+        return (0, 0)
+    return (size.lines, size.columns)
 
 
 def time_ago(when: dt.datetime | str | float) -> str:

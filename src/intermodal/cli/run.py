@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from intermodal.cli.containers import service
+from intermodal.cli.output import console_size
 from intermodal.engine.containers.record import ContainerRecord
 from intermodal.errors import IntermodalError, InvalidArgument
 
@@ -157,7 +158,7 @@ def _options(image: str, command: tuple[str, ...], kw: dict[str, Any]) -> RunOpt
         oom_kill_disable=kw["oom_kill_disable"], memory_reservation=kw["memory_reservation"],
         cpu_quota=kw["cpu_quota"], cpu_period=kw["cpu_period"], expose=list(kw["expose"]),
         label_files=list(kw["label_file"]), platform=kw["platform"], log_driver=kw["log_driver"],
-        attach=list(kw["attach"]),
+        attach=list(kw["attach"]), console_size=console_size() if kw["tty"] else (0, 0),
     )  # fmt: skip
 
 

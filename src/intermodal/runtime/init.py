@@ -41,10 +41,15 @@ def _home(uid: int) -> str:
     return "/"
 
 
-def _setup_console(sock_fd: int, bind_console: bool = True) -> None:
-    """Allocate a pty from the container's devpts, hand the master to the console socket (SCM_RIGHTS, as runc
-    does for conmon), and make the slave our controlling terminal, stdio and (for the init) /dev/console."""
+def _setup_console(sock_fd: int, size: Mapping[str, Any] | None, bind_console: bool = True) -> None:
+    """Allocate a pty from the container's devpts, sized as process.consoleSize says (config.md#process), hand
+    the master to the console socket (SCM_RIGHTS, as runc does for conmon), and make the slave our
+    controlling terminal, stdio and (for the init) /dev/console."""
     master, slave = os.openpty()
+    if size and size.get("height") and size.get("width"):
+        import termios
+
+        termios.tcsetwinsize(slave, (int(size["height"]), int(size["width"])))
     name = os.ttyname(slave)
     if bind_console:
         console = rootfs.open_in_root("/", "/dev/console", create="file")
@@ -140,7 +145,7 @@ def run(
         rootfs.pivot(root)
         os.makedirs(process.get("cwd") or "/", mode=0o755, exist_ok=True)
         if console is not None:
-            _setup_console(console)
+            _setup_console(console, process.get("consoleSize"))
         if spec.get("hostname"):
             _sys.sethostname(spec["hostname"])
         if spec.get("domainname"):
@@ -162,7 +167,7 @@ def exec_in(process: Mapping[str, Any], profile: Mapping[str, Any] | None, sync:
     """An `exec` process, already inside the container's namespaces and cgroup (never returns)."""
     try:
         if console is not None:
-            _setup_console(console, bind_console=False)
+            _setup_console(console, process.get("consoleSize"), bind_console=False)
     except BaseException as e:
         _report_failure(sync, e)
     finish(process, profile, sync, preserve, None)

@@ -4,8 +4,11 @@ for what a test could leave behind (mounts, cgroups)."""
 from __future__ import annotations
 
 import os
+import pty
+import select
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
 INTERMODAL = str(Path(sys.executable).with_name("intermodal"))
@@ -51,3 +54,31 @@ class Engine:
             [INTERMODAL, "--root", str(self.root), *args], text=True, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, **kw,
         )  # fmt: skip
+
+
+def on_terminal(engine: Engine, size: tuple[int, int], *args: str) -> bytes:
+    """Run the CLI with its stdout on a pty of `size` (rows, cols), as from a terminal; returns what it wrote
+    there (stdin stays /dev/null: no -i)."""
+    master, slave = pty.openpty()
+    termios.tcsetwinsize(slave, size)
+    env = {k: v for k, v in os.environ.items() if k != "INTERMODAL_ROOT"}
+    try:
+        proc = subprocess.run([INTERMODAL, "--root", str(engine.root), *args], stdin=subprocess.DEVNULL,
+                              stdout=slave, stderr=subprocess.PIPE, env=env, timeout=120)  # fmt: skip
+        os.close(slave)
+        slave = -1
+        out = b""
+        while select.select([master], [], [], 1)[0]:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the pty has no writer left
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+    assert proc.returncode == 0, proc.stderr
+    return out

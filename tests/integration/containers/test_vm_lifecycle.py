@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from engine_cli import Engine
+from engine_cli import Engine, on_terminal
 from vm_fixtures import leftovers, vm, vm_assets, vm_pids  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
@@ -53,6 +53,7 @@ def test_detached_logs_exec_cp_ports_names_stats_pause_restart_stop_rm(vm: Engin
         assert vm("exec", "app", "cat", "/etc/app.conf").stdout == content
     terminal = vm("exec", "-t", "app", "tty").stdout.strip()  # the guest's console port, named in /dev too
     assert terminal.startswith("/dev/hvc"), terminal
+    assert on_terminal(vm, (21, 77), "exec", "-t", "app", "stty", "size").split() == [b"21", b"77"]
     wait_for_log(vm, "app", "ready")
     assert (
         vm("ps", "--filter", "name=app", "--format", "{{.Names}} {{.State}}").stdout.strip() == "app running"

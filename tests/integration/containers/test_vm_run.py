@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from engine_cli import INTERMODAL, Engine
+from engine_cli import INTERMODAL, Engine, on_terminal
 from vm_fixtures import leftovers, vm, vm_assets  # noqa: F401 - fixtures
 
 from intermodal.isolation.microvm.kernel import Kernel
@@ -78,6 +78,14 @@ def test_memory_is_guest_ram_and_read_only_volumes_and_files_hold_against_the_gu
     assert "Read-only file system" in proc.stderr
     assert sorted(p.name for p in ro.iterdir()) == ["keep.txt"] and (ro / "keep.txt").read_text() == "host"
     assert conf.read_text() == "guest-conf\n" and ro_conf.read_text() == "host-ro\n"
+
+
+@pytest.mark.parametrize("isolation", ["default", "vm"])
+def test_a_terminal_starts_with_the_clients_size(vm: Engine, isolation: str) -> None:
+    """`-t`: the container's terminal has the client's rows and columns from the start (Docker's ConsoleSize),
+    in a container and in a micro-VM, whose terminal is a console of the guest's that the agent sizes."""
+    run = ["run", "--rm", "-t", f"--isolation={isolation}", "--network", "none", "busybox", "stty", "size"]
+    assert on_terminal(vm, (33, 101), *run).split() == [b"33", b"101"]
 
 
 def test_command_not_found_is_127_and_the_images_own_program_runs(vm: Engine, tmp_path: Path) -> None:

@@ -164,9 +164,10 @@ def receive_console(launch: Callable[[Path], object], alive: Callable[[], bool] 
             conn, _ = listener.accept()
             with conn:
                 master = _receive_fd(conn)
-    if sys.stdin.isatty():
+    ours = next((fd for fd in (sys.stdin.fileno(), sys.stdout.fileno()) if os.isatty(fd)), None)
+    if ours is not None:
         with contextlib.suppress(OSError):
-            termios.tcsetwinsize(master, termios.tcgetwinsize(sys.stdin.fileno()))
+            termios.tcsetwinsize(master, termios.tcgetwinsize(ours))
     return master
 
 

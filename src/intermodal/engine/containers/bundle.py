@@ -416,6 +416,9 @@ def build_spec(
         id_mappings=record.id_mappings or None,
     )
     oci.set_shm(spec, hc.get("IpcMode") or "private", hc.get("ShmSize") or 64 << 20)
+    rows, cols = (list(hc.get("ConsoleSize") or []) + [0, 0])[:2]
+    if cfg.get("Tty") and rows and cols:  # config.md#process: the terminal's size at creation
+        spec["process"]["consoleSize"] = {"height": int(rows), "width": int(cols)}
     if hc.get("Sysctls"):
         spec["linux"]["sysctl"] = dict(hc["Sysctls"])
     if hc.get("OomScoreAdj"):

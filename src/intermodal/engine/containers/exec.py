@@ -41,6 +41,7 @@ class ExecOptions:
     workdir: str = ""
     user: str = ""
     privileged: bool = False
+    console_size: tuple[int, int] = (0, 0)  # rows, cols of the client's terminal, for -t
 
 
 def running(svc: ContainerService, spec: str) -> ContainerRecord:
@@ -70,6 +71,7 @@ def build_process(svc: ContainerService, record: ContainerRecord, opts: ExecOpti
         ],
         parse_env(opts.env, opts.env_files),
     )
+    base.pop("consoleSize", None)  # the container's, from its creation
     process = exec_process(
         {**base, "env": env},
         opts.command,
@@ -77,6 +79,9 @@ def build_process(svc: ContainerService, record: ContainerRecord, opts: ExecOpti
         tty=opts.tty and not opts.detach,  # nobody would hold a detached process's terminal
         caps=resolve_caps(privileged=True) if opts.privileged else (),
     )
+    rows, cols = opts.console_size
+    if process["terminal"] and rows and cols:
+        process["consoleSize"] = {"height": rows, "width": cols}
     process["user"] = {
         "uid": user.uid,
         "gid": user.gid,

@@ -32,6 +32,10 @@ class RunOptions:
     labels: list[str] = field(default_factory=list)
     name: str = ""
     tty: bool = False
+    console_size: tuple[int, int] = (
+        0,
+        0,
+    )  # rows, cols of the client's terminal, for -t (Docker's ConsoleSize)
     interactive: bool = False
     detach: bool = False
     auto_remove: bool = False
@@ -331,6 +335,7 @@ def host_config(opts: RunOptions) -> dict[str, Any]:
         "AutoRemove": opts.auto_remove,
         **vm_config(opts),
         "Init": opts.init,
+        "ConsoleSize": list(opts.console_size) if opts.tty else [0, 0],
         **resource_config(opts),
         "ReadonlyRootfs": opts.read_only,
         "Privileged": opts.privileged,
