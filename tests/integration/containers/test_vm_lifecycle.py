@@ -114,9 +114,10 @@ def test_qemu_or_virtiofsd_killed_leaves_an_exited_container_and_nothing_else(
     assert vm("wait", "k", timeout=30).stdout.strip() == "137"
     assert vm("ps", "-a", "--format", "{{.Status}}").stdout.startswith("Exited (137)")
     assert reason in vm("logs", "k").stderr
-    info = json.loads((vm.root / "containers" / cid / "bundle" / "vm.json").read_text())  # for inspect
+    info = json.loads(vm("inspect", "-f", "{{json .VM}}", "k").stdout)
     assert (
         info["Isolation"] == "vm" and info["Accelerator"] in ("kvm", "tcg") and reason in info["ExitReason"]
     )
+    assert info["Kernel"] != os.uname().release and info["MemoryMiB"] == 256 and info["CPUs"] == 1
     vm("rm", "k")
     assert leftovers(vm.root) == []

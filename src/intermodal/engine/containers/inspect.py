@@ -4,18 +4,21 @@ the record and the container's files, so scripts written against `docker inspect
 from __future__ import annotations
 
 import contextlib
+import json
 from typing import Any
 
 from intermodal.engine.containers.record import ContainerRecord
 from intermodal.engine.containers.service import ContainerService
 from intermodal.errors import IntermodalError
 from intermodal.image.snapshots import chain_ids
+from intermodal.isolation import oci
+from intermodal.isolation.microvm import BUNDLE_INFO
 
 
 def inspect(svc: ContainerService, record: ContainerRecord) -> dict[str, Any]:
     paths = svc.paths(record.id)
     command = list(record.config.get("Entrypoint") or []) + list(record.config.get("Cmd") or [])
-    return {
+    out = {
         "Id": record.id,
         "Created": record.created,
         "Path": command[0] if command else "",
@@ -40,6 +43,11 @@ def inspect(svc: ContainerService, record: ContainerRecord) -> dict[str, Any]:
         "Config": dict(record.config),
         "NetworkSettings": svc.networks.settings(record),
     }
+    if record.runtime == oci.VM:  # not Docker's: the micro-VM's accelerator, guest kernel, RAM and vCPUs
+        out["VM"] = {"Isolation": "vm"}
+        with contextlib.suppress(OSError, ValueError):  # known once it was started
+            out["VM"] = json.loads((paths.bundle / BUNDLE_INFO).read_text())
+    return out
 
 
 def _graph_data(svc: ContainerService, record: ContainerRecord) -> dict[str, str]:

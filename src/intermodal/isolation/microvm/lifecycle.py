@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from intermodal.errors import Conflict, IntermodalError, InvalidArgument, NotFound
-from intermodal.isolation.microvm import ANNOTATION_ACCEL, ANNOTATION_KERNEL
+from intermodal.isolation.microvm import ANNOTATION_ACCEL, ANNOTATION_KERNEL, BUNDLE_INFO
 from intermodal.runtime.cgroups import open_cgroup
 from intermodal.runtime.state import CREATED, RUNNING, State, Store, process_start_time
 
@@ -149,7 +149,7 @@ def create(root: Path, cid: str, bundle: Path, pid_file: str | None, console_soc
         info = {"Isolation": "vm", "Accelerator": plan.accel, "Kernel": plan.kernel_release,
                 "KernelImage": plan.kernel, "KernelSource": plan.kernel_source, "MemoryMiB": memory,
                 "CPUs": cpus, "RootfsTransport": plan.rootfs_transport}  # fmt: skip
-        (bundle_dir / "vm.json").write_text(json.dumps(info))
+        (bundle_dir / BUNDLE_INFO).write_text(json.dumps(info))
         os.mkfifo(state_dir / "exec.fifo", 0o600)
         fifo = os.open(state_dir / "exec.fifo", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         fifo_keep = os.open(state_dir / "exec.fifo", os.O_WRONLY | os.O_CLOEXEC)

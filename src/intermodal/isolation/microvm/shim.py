@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from intermodal.isolation.microvm import agent, qemu
+from intermodal.isolation.microvm import BUNDLE_INFO, agent, qemu
 from intermodal.isolation.microvm.bundle import Plan, Share
 from intermodal.runtime import sys as linux
 from intermodal.runtime.rootfs import open_in_root
@@ -581,7 +581,7 @@ class Shim:
     def _fail(self, reason: str, code: int = 255) -> int:
         write_all(2, f"intermodal-vm-runtime: {reason}\n".encode())
         with contextlib.suppress(OSError, ValueError):  # for `inspect`: the bundle outlives the state dir
-            info = Path(self.plan.bundle) / "vm.json"
+            info = Path(self.plan.bundle) / BUNDLE_INFO
             info.write_text(json.dumps({**json.loads(info.read_text()), "ExitReason": reason}))
         if self.qemu and self.qemu.poll() is None:
             self.qemu.kill()
