@@ -143,7 +143,7 @@ def stats_cmd(
                 "BlockIO": f"{human_size(u.io_read)} / {human_size(u.io_write)}",
                 "PIDs": str(u.pids),
             }
-            for r, u in zip(current, measure(current), strict=True)
+            for r, u in zip(current, measure(current, [svc.paths(r.id).bundle for r in current]), strict=True)
         ]
         if not no_stream:
             click.echo("\033[2J\033[H", nl=False)  # Docker redraws the table in place

@@ -67,7 +67,16 @@ def test_detached_logs_exec_cp_ports_names_stats_pause_restart_stop_rm(vm: Engin
     )
     assert vm("exec", "app", "wget", "-qO-", "http://web/").stdout == "from-container\n"
     # QEMU, virtiofsd and the shim are in the container's cgroup: stats and the freezer see the VM
-    assert vm("stats", "--no-stream", "--format", "{{.Name}}", "app").stdout.strip() == "app"
+    vm("exec", "app", "sh", "-c", "ping -c 5 -s 1000 $(ip route | awk '/default/ {print $3}') >/dev/null")
+    row = json.loads(vm("stats", "--no-stream", "--format", "json", "app").stdout)
+    assert row["Name"] == "app" and row["MemUsage"].endswith(" / 256MiB")  # the guest's RAM is its limit
+    received, sent = row["NetIO"].split(" / ")  # QEMU's network namespace, not the shim's (the host's)
+    assert (
+        sent.endswith("kB")
+        and float(sent[:-2]) >= 5
+        and received.endswith("kB")
+        and float(received[:-2]) >= 5
+    )
     vm("pause", "app")
     assert "Paused" in vm("ps", "--filter", "name=app", "--format", "{{.Status}}").stdout
     vm("unpause", "app")
