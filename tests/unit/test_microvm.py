@@ -9,6 +9,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import lz4.block
@@ -335,3 +336,28 @@ def test_engine_flags_choose_the_vm_runtime() -> None:
         host_config(RunOptions(image="busybox", isolation="vm", runtime="crun"))
     with pytest.raises(InvalidArgument, match="invalid --isolation"):
         host_config(RunOptions(image="busybox", isolation="hyperv"))
+
+
+def test_guest_processes_are_shown_in_ps_ef_columns() -> None:
+    from intermodal.engine.containers.top import ps_ef_row
+    from intermodal.isolation.microvm.lifecycle import _tty_name
+    from intermodal.isolation.oci import GuestProcess
+
+    assert [_tty_name(n) for n in (0, (229 << 8) | 1, (136 << 8) | 3, (4 << 8) | 64, (5 << 8) | 1)] == [
+        "?", "hvc1", "pts/3", "ttyS0", "console",
+    ]  # fmt: skip
+    now = time.mktime((2026, 12, 1, 12, 0, 0, 0, 0, -1))
+    day = GuestProcess(pid=7, ppid=1, uid=0, started=now - 2 * 86400 - 10, cpu_seconds=90061.5, tty="?",
+                       command="sleep 1000")  # fmt: skip
+    assert ps_ef_row(day, {0: "root"}, now) == [
+        "root",
+        "7",
+        "1",
+        "52",
+        "Nov29",
+        "?",
+        "1-01:01:01",
+        "sleep 1000",
+    ]
+    fresh = GuestProcess(pid=8, ppid=7, uid=1000, started=now - 60, cpu_seconds=1.2, tty="hvc0", command="sh")
+    assert ps_ef_row(fresh, {0: "root"}, now) == ["1000", "8", "7", "2", "11:59", "hvc0", "00:00:01", "sh"]

@@ -8,6 +8,7 @@ import os
 import shutil
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,19 @@ _OURS = {BUILTIN: "intermodal-runtime", VM: "intermodal-vm-runtime"}
 def _is_hybrid_cgroup() -> bool:
     """cgroup v1 controllers plus a cgroup2 mount at /sys/fs/cgroup/unified (see docs/machine facts)."""
     return os.path.isdir("/sys/fs/cgroup/memory") and os.path.exists("/sys/fs/cgroup/unified/cgroup.procs")
+
+
+@dataclass(frozen=True)
+class GuestProcess:
+    """A process of a container whose processes are not the host's (a micro-VM's, in its guest)."""
+
+    pid: int
+    ppid: int
+    uid: int
+    started: float  # seconds since the epoch, by the host's clock
+    cpu_seconds: float
+    tty: str  # "?" without one, as ps shows it
+    command: str
 
 
 class OciRuntime:
@@ -139,6 +153,10 @@ class OciRuntime:
     def files_changed(self, cid: str) -> None:
         """The host wrote into the running container's file system (`cp`). Namespaced containers see it
         at once; a runtime that caches the files elsewhere (a VM's guest kernel) refreshes that cache."""
+
+    def guest_processes(self, cid: str) -> list[GuestProcess] | None:
+        """None: the container's processes are the host's, those in its cgroup (`top` lists them with ps)."""
+        return None
 
     def state(self, cid: str) -> dict[str, Any] | None:
         result = self._call("state", cid, check=False)

@@ -77,6 +77,12 @@ def test_detached_logs_exec_cp_ports_names_stats_pause_restart_stop_rm(vm: Engin
         and received.endswith("kB")
         and float(received[:-2]) >= 5
     )
+    # top: the guest's processes (not QEMU's and the shim's), in ps -ef's columns
+    titles, *rows = vm("top", "app").stdout.splitlines()
+    assert titles.split() == ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
+    commands = [row.split(None, 7)[7] for row in rows]
+    assert "httpd -p 80 -h /www" in commands and not any("qemu" in c or "virtiofsd" in c for c in commands)
+    assert all(row.split()[0] == "root" for row in rows)
     vm("pause", "app")
     assert "Paused" in vm("ps", "--filter", "name=app", "--format", "{{.Status}}").stdout
     vm("unpause", "app")

@@ -6,8 +6,9 @@ reports exit codes; the guest's kernel and the agent are all the workload sees b
 Channels are virtio-serial ports (the host kernel has no vhost-vsock), one host socket each:
 - `ctl`: lines. Host → guest: `start` (run the container's process, whose script the host put in
   /config.sh as SLOT0), `run SLOT N` and the N lines of an exec's script, `kill SLOT SIGNAL`,
-  `drop_caches` (the host wrote into the rootfs, which the guest caches), `poweroff`. Guest → host:
-  `ready`, `exit SLOT CODE`, `dropped`. The host sends `start` as soon as the container is started, even
+  `drop_caches` (the host wrote into the rootfs, which the guest caches), `ps`, `poweroff`. Guest → host:
+  `ready`, `exit SLOT CODE`, `dropped`, and for `ps` a line `p PID PPID EUID START UTIME STIME TTY_NR CMD`
+  per process of the container's (from its /proc/PID/stat, times in clock ticks) then `ps-end UPTIME`. The host sends `start` as soon as the container is started, even
   while the guest boots: QEMU holds a port's input until the guest opens it, so no round trip is waited for.
 - per slot (0 is the container's process, 1.. serve `exec`): `inK`, `outK`, `errK` streams, and `ttyK`, a
   virtconsole port (a real tty in the guest, /dev/hvcN) when the process wants a terminal.
@@ -40,6 +41,7 @@ FSTAB = "proc /proc proc defaults 0 0\nsysfs /sys sysfs defaults 0 0\ndevtmpfs /
 APPLETS = (
     "sh", "mount", "mkdir", "insmod", "cat", "ln", "echo", "printf", "sleep", "poweroff", "sync",
     "hostname", "env", "nsenter", "setsid", "setpriv", "kill", "stty", "mknod", "touch", "rm", "ls", "chmod", "ip",
+    "tr",
 )  # fmt: skip
 
 INIT = r"""#!/bin/sh
@@ -104,6 +106,19 @@ need_ports() {  # ports (names) or devices (paths): they appear asynchronously, 
         done
     done
 }
+ps_report() {  # `ps`: the container's processes, those whose root is /newroot (not the agent's, not the
+    # kernel's); a line each (one write, whatever other slots report meanwhile), then the guest's uptime
+    for d in /proc/[0-9]*; do
+        [ "$d/root" -ef /newroot ] && read -r stat < "$d/stat" 2>/dev/null || continue
+        comm=${stat#*(}; comm=${comm%)*}
+        set -- ${stat##*) }  # state ppid pgrp session tty_nr tpgid flags 4×faults utime stime 4× 2× starttime
+        euid=; while read -r key r e _; do [ "$key" = Uid: ] && euid=$e && break; done < "$d/status"
+        cmd=$(tr '\0\n' '  ' < "$d/cmdline" 2>/dev/null)
+        echo "p ${d#/proc/} $2 ${euid:-0} ${20} ${12} ${13} $5 ${cmd:-[$comm]}"
+    done
+    read -r up _ < /proc/uptime
+    echo "ps-end $up"
+}
 rlimit() {  # $1 ulimit's letter, $2 soft, $3 hard: soft first when lowering, hard, soft again when raising
     ulimit -S "-$1" "$2" 2>/dev/null; ulimit -H "-$1" "$3" 2>/dev/null; ulimit -S "-$1" "$2" 2>/dev/null
 }
@@ -154,6 +169,7 @@ while read -r op slot arg <&3; do
             run_slot "$slot" "$script" & ;;
         kill) read -r pid 2>/dev/null < "/run/$slot.pid" && kill "-$arg" "$pid" 2>/dev/null ;;
         drop_caches) echo 3 > /proc/sys/vm/drop_caches; echo dropped >&3 ;;  # the host wrote into the rootfs
+        ps) ps_report >&3 ;;
         poweroff) break ;;
     esac
 done

@@ -11,7 +11,7 @@ from typing import Any
 
 from intermodal.errors import IntermodalError, NotFound
 from intermodal.isolation.microvm import lifecycle
-from intermodal.isolation.oci import OciRuntime, runtime_error
+from intermodal.isolation.oci import GuestProcess, OciRuntime, runtime_error
 from intermodal.isolation.stdio import inherited_stdio
 
 
@@ -55,6 +55,12 @@ class VmRuntime(OciRuntime):
     def files_changed(self, cid: str) -> None:
         with contextlib.suppress(IntermodalError, OSError):
             lifecycle.drop_guest_caches(self.state_root, cid)
+
+    def guest_processes(self, cid: str) -> list[GuestProcess] | None:
+        try:
+            return lifecycle.guest_processes(self.state_root, cid)
+        except (IntermodalError, OSError) as e:
+            raise runtime_error(self.name, "ps", str(e)) from None
 
     def state(self, cid: str) -> dict[str, Any] | None:
         try:

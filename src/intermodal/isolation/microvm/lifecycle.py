@@ -33,6 +33,7 @@ from intermodal.runtime.state import CREATED, RUNNING, State, Store, process_sta
 
 if TYPE_CHECKING:
     from intermodal.isolation.microvm import shim
+    from intermodal.isolation.oci import GuestProcess
 
 
 def assets_dir(root: Path) -> Path:
@@ -250,6 +251,58 @@ def drop_guest_caches(root: Path, cid: str, timeout: float = 10.0) -> None:
         sock.settimeout(timeout)
         sock.sendall(b"drop_caches\n")
         sock.recv(64)
+
+
+def guest_processes(root: Path, cid: str, timeout: float = 10.0) -> list[GuestProcess]:
+    """The container's processes in the guest (`top`): the agent's `ps` report (agent.py), with times made
+    absolute by the host's clock from the guest's uptime."""
+    from intermodal.isolation.microvm.shim import connect
+    from intermodal.isolation.oci import GuestProcess
+
+    store = Store(root)
+    if store.status(store.load(cid)) != RUNNING:
+        raise Conflict(f"container {cid} is not running")
+    report = b""
+    with connect(store.dir(cid) / "shim.sock") as sock:
+        sock.settimeout(timeout)
+        sock.sendall(b"ps\n")
+        while b"ps-end " not in report or not report.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise IntermodalError("the VM ended before it listed its processes")
+            report += chunk
+    now = time.time()
+    lines = report.decode(errors="replace").splitlines()
+    uptime = float(lines[-1].split()[1])
+    processes = []
+    for line in lines[:-1]:
+        fields = line.split(None, 8)
+        pid, ppid, uid, start, utime, stime, tty_nr = (int(f) for f in fields[1:8])
+        processes.append(GuestProcess(
+            pid=pid, ppid=ppid, uid=uid, started=now - uptime + start / _GUEST_HZ,
+            cpu_seconds=(utime + stime) / _GUEST_HZ, tty=_tty_name(tty_nr), command=fields[8].strip(),
+        ))  # fmt: skip
+    return sorted(processes, key=lambda p: p.pid)
+
+
+_GUEST_HZ = 100  # USER_HZ, the unit of /proc/PID/stat's times: 100 on x86 whatever the kernel's HZ
+
+
+def _tty_name(tty_nr: int) -> str:
+    """/proc/PID/stat's tty_nr as ps names it (Documentation/admin-guide/devices.txt): the guest's consoles
+    (hvc, major 229), ptys (136-143) and serial ports (4, from minor 64)."""
+    major, minor = (tty_nr >> 8) & 0xFFF, (tty_nr & 0xFF) | ((tty_nr >> 12) & 0xFFF00)
+    if tty_nr == 0:
+        return "?"
+    if major == 229:
+        return f"hvc{minor}"
+    if 136 <= major <= 143:
+        return f"pts/{(major - 136) * 256 + minor}"
+    if major == 4 and minor >= 64:
+        return f"ttyS{minor - 64}"
+    if (major, minor) == (5, 1):
+        return "console"
+    return f"{major}:{minor}"
 
 
 def running_plan(root: Path, cid: str) -> tuple[Path, dict[str, Any]]:

@@ -184,6 +184,8 @@ class Shim:
         self.stdin_sock: socket.socket | None = None
         self.execs: dict[int, socket.socket] = {}  # slot → the `exec` client waiting for its exit code
         self.droppers: list[socket.socket] = []  # clients waiting for the guest's `dropped`
+        self.ps_waiters: list[socket.socket] = []  # clients waiting for the guest's process list
+        self.ps_lines: list[bytes] = []
         self.ctl_buf = b""
         self.signals: list[int] = []
         self.ports: set[str] = set()
@@ -421,6 +423,15 @@ class Shim:
                     with contextlib.suppress(OSError):
                         client.sendall(b"ok\n")
                 self.droppers.clear()
+            elif words and words[0] == "p":
+                self.ps_lines.append(line + b"\n")
+            elif len(words) == 2 and words[0] == "ps-end":
+                report = b"".join(self.ps_lines) + line + b"\n"
+                for client in self.ps_waiters:
+                    with contextlib.suppress(OSError):
+                        client.sendall(report)
+                self.ps_waiters.clear()
+                self.ps_lines.clear()
             elif len(words) == 3 and words[0] == "exit":
                 slot, code = int(words[1]), int(words[2])
                 if slot == 0:
@@ -463,7 +474,8 @@ class Shim:
 
     def _on_client(self, conn: socket.socket) -> None:
         """`exec` clients: `open SLOT tty|notty stdin|nostdin` (we answer `ok [TTYDEV]`, or `wait` while the
-        guest boots), `run SLOT B64` (relayed as is; we answer `exit CODE`) and `kill SLOT SIG`."""
+        guest boots), `run SLOT B64` (relayed as is; we answer `exit CODE`) and `kill SLOT SIG`; `drop_caches`
+        (answered `ok`) and `ps` (answered with the guest's `p` lines and `ps-end`, agent.py)."""
         try:
             data = conn.recv(1 << 20)
         except OSError:
@@ -502,6 +514,10 @@ class Shim:
             elif words == [b"drop_caches"] and running:
                 self.droppers.append(conn)
                 self._send(b"drop_caches\n")
+            elif words == [b"ps"] and running:
+                self.ps_waiters.append(conn)
+                if len(self.ps_waiters) == 1:  # one report answers every client waiting
+                    self._send(b"ps\n")
             elif len(words) == 3 and words[0] == b"kill":
                 self._send(line + b"\n")
             elif words and words[0] == b"open" and self.started and self.code is None:
