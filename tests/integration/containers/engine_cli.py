@@ -3,12 +3,15 @@ for what a test could leave behind (mounts, cgroups)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pty
+import re
 import select
 import subprocess
 import sys
 import termios
+import time
 from pathlib import Path
 
 INTERMODAL = str(Path(sys.executable).with_name("intermodal"))
@@ -82,3 +85,48 @@ def on_terminal(engine: Engine, size: tuple[int, int], *args: str) -> bytes:
             os.close(slave)
     assert proc.returncode == 0, proc.stderr
     return out
+
+
+def read_until(fd: int, pattern: bytes, timeout: float) -> bytes:
+    """What `fd` (a pty's master) gives until `pattern` (a regex) shows up or `timeout` passes."""
+    out = b""
+    deadline = time.monotonic() + timeout
+    while not re.search(pattern, out) and time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.2)[0]:
+            try:
+                out += os.read(fd, 4096)
+            except OSError:
+                break
+    return out
+
+
+RESIZE_WATCHER = ["sh", "-c", "trap 'stty size' WINCH; echo go; until read -t 0.2 line; do :; done"]
+
+
+def resized_on_terminal(engine: Engine, *args: str) -> bytes:
+    """Run the CLI (`args`, followed by RESIZE_WATCHER's command) on a pty of 24x80 that is its controlling
+    terminal, as from a shell; once the container's shell is up, resize the pty to 50x132, then end the
+    shell. Returns what the terminal showed: the container's `stty size` on its SIGWINCH."""
+    master, slave = pty.openpty()
+    termios.tcsetwinsize(slave, (24, 80))
+    env = {k: v for k, v in os.environ.items() if k != "INTERMODAL_ROOT"}
+
+    def controlling_terminal() -> None:
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen([INTERMODAL, "--root", str(engine.root), *args, *RESIZE_WATCHER], stdin=slave,
+                            stdout=slave, stderr=slave, env=env, start_new_session=True,
+                            preexec_fn=controlling_terminal)  # fmt: skip
+    try:
+        out = read_until(master, rb"go\r?\n", 60)
+        termios.tcsetwinsize(master, (50, 132))
+        out += read_until(master, rb"50 132", 30)
+        os.write(master, b"done\n")  # the shell's `read` ends it
+        assert proc.wait(timeout=30) == 0, out
+        return out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+        os.close(slave)

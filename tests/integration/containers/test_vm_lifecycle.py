@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from engine_cli import Engine, on_terminal
+from engine_cli import Engine, on_terminal, resized_on_terminal
 from vm_fixtures import leftovers, vm, vm_assets, vm_pids  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
@@ -54,6 +54,7 @@ def test_detached_logs_exec_cp_ports_names_stats_pause_restart_stop_rm(vm: Engin
     terminal = vm("exec", "-t", "app", "tty").stdout.strip()  # the guest's console port, named in /dev too
     assert terminal.startswith("/dev/hvc"), terminal
     assert on_terminal(vm, (21, 77), "exec", "-t", "app", "stty", "size").split() == [b"21", b"77"]
+    assert b"50 132" in resized_on_terminal(vm, "exec", "-it", "app")
     wait_for_log(vm, "app", "ready")
     assert (
         vm("ps", "--filter", "name=app", "--format", "{{.Names}} {{.State}}").stdout.strip() == "app running"

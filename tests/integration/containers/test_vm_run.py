@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from engine_cli import INTERMODAL, Engine, on_terminal
+from engine_cli import INTERMODAL, Engine, on_terminal, resized_on_terminal
 from vm_fixtures import leftovers, vm, vm_assets  # noqa: F401 - fixtures
 
 from intermodal.isolation.microvm.kernel import Kernel
@@ -86,6 +86,14 @@ def test_a_terminal_starts_with_the_clients_size(vm: Engine, isolation: str) -> 
     in a container and in a micro-VM, whose terminal is a console of the guest's that the agent sizes."""
     run = ["run", "--rm", "-t", f"--isolation={isolation}", "--network", "none", "busybox", "stty", "size"]
     assert on_terminal(vm, (33, 101), *run).split() == [b"33", b"101"]
+
+
+@pytest.mark.parametrize("isolation", ["default", "vm"])
+def test_a_terminal_follows_the_clients_resizes(vm: Engine, isolation: str) -> None:
+    """`run -it`: when the client's terminal is resized, so is the container's (SIGWINCH reaches the shell),
+    in a container and in a micro-VM (the shim tells the agent, which sizes the guest's console)."""
+    run = ["run", "--rm", "-it", f"--isolation={isolation}", "--network", "none", "busybox"]
+    assert b"50 132" in resized_on_terminal(vm, *run)
 
 
 def test_command_not_found_is_127_and_the_images_own_program_runs(vm: Engine, tmp_path: Path) -> None:

@@ -164,39 +164,63 @@ def receive_console(launch: Callable[[Path], object], alive: Callable[[], bool] 
             conn, _ = listener.accept()
             with conn:
                 master = _receive_fd(conn)
-    ours = next((fd for fd in (sys.stdin.fileno(), sys.stdout.fileno()) if os.isatty(fd)), None)
+    _copy_size(master)
+    return master
+
+
+def _our_terminal() -> int | None:
+    """The fd of our terminal, stdin's or else stdout's (the docker CLI sizes from its output's)."""
+    return next((fd for fd in (sys.stdin.fileno(), sys.stdout.fileno()) if os.isatty(fd)), None)
+
+
+def _copy_size(master: int) -> None:
+    ours = _our_terminal()
     if ours is not None:
         with contextlib.suppress(OSError):
             termios.tcsetwinsize(master, termios.tcgetwinsize(ours))
-    return master
+
+
+@contextlib.contextmanager
+def _on_resize(action: Callable[[], None]) -> Iterator[None]:
+    """Run `action` each time our terminal changes size (SIGWINCH) while in the block, as the docker CLI
+    resizes the container's terminal with its own."""
+    if _our_terminal() is None:
+        yield
+        return
+    previous = signal.signal(signal.SIGWINCH, lambda _n, _f: action())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGWINCH, previous)
 
 
 def proxy_terminal(master: int, *, interactive: bool, log: LogWriter | None = None) -> None:
     """Copy the pty to our stdout (and `log`) and, if interactive, our stdin to the pty (ours in raw mode
-    meanwhile) until the container side closes; closes `master`."""
+    meanwhile) until the container side closes; the pty follows our terminal's size; closes `master`."""
     saved = termios.tcgetattr(sys.stdin.fileno()) if sys.stdin.isatty() and interactive else None
     try:
         if saved is not None:
             tty.setraw(sys.stdin.fileno())
         inputs = [master] + ([sys.stdin.fileno()] if interactive else [])
-        while master in inputs:
-            ready, _, _ = _select(inputs)
-            for fd in ready:
-                try:
-                    data = os.read(fd, 65536)
-                except OSError:  # EIO: the pty's last slave closed
-                    data = b""
-                if fd == master:
-                    if not data:
-                        inputs.remove(master)
-                        break
-                    os.write(sys.stdout.fileno(), data)
-                    if log is not None:
-                        log.write("stdout", data)
-                elif data:
-                    os.write(master, data)
-                else:
-                    inputs.remove(fd)
+        with _on_resize(lambda: _copy_size(master)):
+            while master in inputs:
+                ready, _, _ = _select(inputs)
+                for fd in ready:
+                    try:
+                        data = os.read(fd, 65536)
+                    except OSError:  # EIO: the pty's last slave closed
+                        data = b""
+                    if fd == master:
+                        if not data:
+                            inputs.remove(master)
+                            break
+                        os.write(sys.stdout.fileno(), data)
+                        if log is not None:
+                            log.write("stdout", data)
+                    elif data:
+                        os.write(master, data)
+                    else:
+                        inputs.remove(fd)
     finally:
         if saved is not None:
             termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, saved)
@@ -278,7 +302,8 @@ def detach_keys(spec: str) -> bytes:
 def attach_to_monitor(bundle: Path, pid: int, *, stdin: bool, terminal: bool, sig_proxy: bool,
                       keys: bytes) -> None:  # fmt: skip
     """Copy the container's output to ours and, with `stdin`, our input to it, until the container's output
-    ends (it exited) or `keys` are typed (raises Detached). A terminal gets our window size and raw mode."""
+    ends (it exited) or `keys` are typed (raises Detached). A terminal gets our window size, and keeps it when
+    ours changes, and raw mode."""
     import socket
 
     dir_fd = os.open(bundle, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -288,15 +313,25 @@ def attach_to_monitor(bundle: Path, pid: int, *, stdin: bool, terminal: bool, si
     finally:
         os.close(dir_fd)
     saved = None
+
+    def resize() -> None:  # conmon's ctl FIFO: "1 ROWS COLS" resizes the pty it holds
+        ours = _our_terminal()
+        if ours is not None:
+            rows, cols = termios.tcgetwinsize(ours)
+            with contextlib.suppress(OSError), open(bundle / "ctl", "w") as ctl:
+                ctl.write(f"1 {rows} {cols}\n")
+
+    if terminal:
+        resize()
     if terminal and stdin and sys.stdin.isatty():
-        rows, cols = termios.tcgetwinsize(sys.stdin.fileno())
-        with contextlib.suppress(OSError), open(bundle / "ctl", "w") as ctl:
-            ctl.write(f"1 {rows} {cols}\n")
         saved = termios.tcgetattr(sys.stdin.fileno())
         tty.setraw(sys.stdin.fileno())
     typed = b""
     try:
-        with _forward_signals(pid) if sig_proxy and not terminal else contextlib.nullcontext():
+        with (
+            _forward_signals(pid) if sig_proxy and not terminal else contextlib.nullcontext(),
+            _on_resize(resize) if terminal else contextlib.nullcontext(),
+        ):
             inputs = [sock.fileno(), *([sys.stdin.fileno()] if stdin else [])]
             while sock.fileno() in inputs:
                 ready, _, _ = _select(inputs)

@@ -6,7 +6,8 @@ reports exit codes; the guest's kernel and the agent are all the workload sees b
 Channels are virtio-serial ports (the host kernel has no vhost-vsock), one host socket each:
 - `ctl`: lines. Host → guest: `start` (run the container's process, whose script the host put in
   /config.sh as SLOT0), `run SLOT N` and the N lines of an exec's script, `kill SLOT SIGNAL`,
-  `drop_caches` (the host wrote into the rootfs, which the guest caches), `ps`, `poweroff`. Guest → host:
+  `resize SLOT ROWS COLS` (its terminal), `drop_caches` (the host wrote into the rootfs, which the guest
+  caches), `ps`, `poweroff`. Guest → host:
   `ready`, `exit SLOT CODE`, `dropped`, and for `ps` a line `p PID PPID EUID START UTIME STIME TTY_NR CMD`
   per process of the container's (from its /proc/PID/stat, times in clock ticks) then `ps-end UPTIME`. The host sends `start` as soon as the container is started, even
   while the guest boots: QEMU holds a port's input until the guest opens it, so no round trip is waited for.
@@ -135,6 +136,7 @@ run_slot() {  # $1 slot, $2 its script (process_script), which sets NONCE, TTY, 
         [ "$k" = 0 ] || [ -e "/newroot$TTY" ] || { touch "/newroot$TTY" && mount --bind "$TTY" "/newroot$TTY"; }
         exec 4<>"$TTY"
         stty -F "$TTY" sane $SIZE 2>/dev/null
+        [ "$k" = 0 ] || echo "$TTY" > "/run/$k.tty"  # for `resize` (slot 0's is hvc0)
         setsid -c "$@" <&4 >&4 2>&4 4>&- 3>&- &
     else
         port "out$k"; exec 4>"$dev"; port "err$k"; exec 5>"$dev"
@@ -170,6 +172,9 @@ while read -r op slot arg <&3; do
         kill) read -r pid 2>/dev/null < "/run/$slot.pid" && kill "-$arg" "$pid" 2>/dev/null ;;
         drop_caches) echo 3 > /proc/sys/vm/drop_caches; echo dropped >&3 ;;  # the host wrote into the rootfs
         ps) ps_report >&3 ;;
+        resize)  # the kernel tells the terminal's foreground process group (SIGWINCH)
+            t=/dev/hvc0; [ "$slot" = 0 ] || read -r t < "/run/$slot.tty" 2>/dev/null
+            stty -F "$t" rows "${arg% *}" cols "${arg#* }" 2>/dev/null ;;
         poweroff) break ;;
     esac
 done

@@ -3,9 +3,12 @@ and the engine drive a VM exactly like a container."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import sys
+import termios
 from pathlib import Path
 from typing import NoReturn
 
@@ -146,6 +149,11 @@ def exec_(ctx: click.Context, container_id: str, command: tuple[str, ...], proce
             lifecycle.fork_into(lambda: run_exec(state_dir, process, attach_stdin=False), slave, pid_file)
             return
         if slave is not None:
+            # the pty becomes our controlling terminal, so its resizes reach us (SIGWINCH, exec.py)
+            with contextlib.suppress(PermissionError):  # already a session leader
+                os.setsid()
+            with contextlib.suppress(OSError):
+                fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
             for fd in (0, 1, 2):
                 os.dup2(slave, fd)
             os.close(slave)

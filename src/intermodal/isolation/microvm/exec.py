@@ -10,6 +10,7 @@ import os
 import selectors
 import signal
 import socket
+import termios
 import time
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,14 @@ def _run(state_dir: Path, slot: int, process: dict[str, Any], attach_stdin: bool
 
     for s in FORWARDED:
         signal.signal(s, forward)
+    if terminal:  # our pty was resized (by the engine, following its terminal): so is the guest's console
+
+        def resize(_signum: int, _frame: object) -> None:
+            with contextlib.suppress(OSError):
+                rows, cols = termios.tcgetwinsize(0)
+                shim.sendall(f"resize {slot} {rows} {cols}\n".encode())
+
+        signal.signal(signal.SIGWINCH, resize)
     sel = selectors.DefaultSelector()
     sel.register(shim, selectors.EVENT_READ, "shim")
     for sock in streams:

@@ -15,6 +15,7 @@ import selectors
 import signal
 import socket
 import subprocess
+import termios
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -274,6 +275,8 @@ class Shim:
         signal.set_wakeup_fd(wake_w)
         for s in FORWARDED:
             signal.signal(s, lambda n, _f: self.signals.append(n))
+        if self.terminal:  # our pty (the caller's or conmon's) was resized: so is the guest's console
+            signal.signal(signal.SIGWINCH, lambda n, _f: self.signals.append(n))
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         fifo_fd = self.fifo_fd
         try:
@@ -474,7 +477,8 @@ class Shim:
 
     def _on_client(self, conn: socket.socket) -> None:
         """`exec` clients: `open SLOT tty|notty stdin|nostdin` (we answer `ok [TTYDEV]`, or `wait` while the
-        guest boots), `run SLOT B64` (relayed as is; we answer `exit CODE`) and `kill SLOT SIG`; `drop_caches`
+        guest boots), `run SLOT B64` (relayed as is; we answer `exit CODE`), `kill SLOT SIG` and
+        `resize SLOT ROWS COLS` (relayed); `drop_caches`
         (answered `ok`) and `ps` (answered with the guest's `p` lines and `ps-end`, agent.py)."""
         try:
             data = conn.recv(1 << 20)
@@ -518,7 +522,7 @@ class Shim:
                 self.ps_waiters.append(conn)
                 if len(self.ps_waiters) == 1:  # one report answers every client waiting
                     self._send(b"ps\n")
-            elif len(words) == 3 and words[0] == b"kill":
+            elif (len(words) == 3 and words[0] == b"kill") or (len(words) == 4 and words[0] == b"resize"):
                 self._send(line + b"\n")
             elif words and words[0] == b"open" and self.started and self.code is None:
                 with contextlib.suppress(OSError):
@@ -530,7 +534,11 @@ class Shim:
     def _deliver_signals(self) -> None:
         while self.signals:
             signum = self.signals.pop(0)
-            if self.started and self.code is None:
+            if signum == signal.SIGWINCH:
+                with contextlib.suppress(OSError):
+                    rows, cols = termios.tcgetwinsize(0)
+                    self._send(f"resize 0 {rows} {cols}\n".encode())
+            elif self.started and self.code is None:
                 self._send(f"kill 0 {signum}\n".encode())
             elif not self.started:
                 # Not started yet: the signal ends the container before its process ever ran.
