@@ -179,3 +179,22 @@ def test_paths_on_mounts_are_the_mounts(engine: Engine, tmp_path: Path) -> None:
         member = tf.extractfile("hosts")
         assert member is not None and b"localhost" in member.read()  # the engine's file, not the mount point
     assert engine("cp", str(tmp_path / "f"), "vm:/scratch/", check=False).returncode == 125
+
+
+def test_a_file_copied_onto_a_file_mount_is_what_the_running_container_reads(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """/etc/hosts and `-v FILE:PATH` are bind mounts of one file: a copy must land in that file (a new file in
+    its place on the host would never reach the container)."""
+    conf = tmp_path / "app.conf"
+    conf.write_text("old\n")
+    engine("run", "-d", "--name", "c", "-v", f"{conf}:/etc/app.conf", "busybox", "sleep", "300")
+    (tmp_path / "new.conf").write_text("new content\n")
+    (tmp_path / "hosts").write_text("127.0.0.1 localhost\n10.1.2.3 copied\n")
+    engine("cp", str(tmp_path / "new.conf"), "c:/etc/app.conf")
+    engine("cp", str(tmp_path / "hosts"), "c:/etc/hosts")
+    assert engine("exec", "c", "cat", "/etc/app.conf").stdout == "new content\n" == conf.read_text()
+    assert "10.1.2.3 copied" in engine("exec", "c", "cat", "/etc/hosts").stdout
+    (tmp_path / "dir").mkdir()
+    refused = engine("cp", str(tmp_path / "dir"), "c:/etc/app.conf", check=False)
+    assert refused.returncode == 125 and conf.read_text() == "new content\n"

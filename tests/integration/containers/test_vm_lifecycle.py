@@ -51,6 +51,10 @@ def test_detached_logs_exec_cp_ports_names_stats_pause_restart_stop_rm(vm: Engin
         conf.write_text(content)
         vm("cp", str(conf), "app:/etc/app.conf")
         assert vm("exec", "app", "cat", "/etc/app.conf").stdout == content
+    # /etc/hosts is the engine's file, bound into the guest's rootfs share on the host: cp writes it in place
+    (tmp_path / "hosts").write_text("127.0.0.1 localhost\n10.1.2.3 copied\n")
+    vm("cp", str(tmp_path / "hosts"), "app:/etc/hosts")
+    assert "10.1.2.3 copied" in vm("exec", "app", "cat", "/etc/hosts").stdout
     terminal = vm("exec", "-t", "app", "tty").stdout.strip()  # the guest's console port, named in /dev too
     assert terminal.startswith("/dev/hvc"), terminal
     assert on_terminal(vm, (21, 77), "exec", "-t", "app", "stty", "size").split() == [b"21", b"77"]

@@ -13,7 +13,9 @@ The container's file system is hostile, and it may change while we copy (CVE-201
 * Copying out, symlinks are archived as symlinks and `apply_layer` writes them as links on the host, so a
   container's `/x -> /etc/passwd` can neither read nor overwrite the host's file.
 A path under a volume, a bind mount or the engine's /etc/hosts, /etc/hostname and /etc/resolv.conf is
-copied from or to that mount's source, as the container sees it. A stopped container's rootfs is
+copied from or to that mount's source, as the container sees it. A file copied onto a single-file bind
+mount (/etc/hosts, `-v FILE:PATH`) is written into the mount's source in place: a new file in its stead would
+not be the one the running container has mounted (Docker fails there with EBUSY). A stopped container's rootfs is
 mounted for the copy (under its lock) and unmounted afterwards.
 """
 
@@ -168,6 +170,14 @@ def copy_in(svc: ContainerService, source: str, dst: Location, *, follow: bool, 
             is_dir = stat.S_ISDIR(os.stat(name, dir_fd=parent_fd, follow_symlinks=follow).st_mode)
         except FileNotFoundError:
             raise NotFound(f"could not find the file {source} on the host") from None
+    mounted_file = None if source == "-" or is_dir else _file_mount(svc, record, dst.path)
+    if mounted_file is not None:
+        try:
+            _overwrite(parent_fd, name, follow, mounted_file)
+        finally:
+            os.close(parent_fd)
+        _changed(svc, record)
+        return
     try:
         with container_root(svc, record, dst.path) as (rootfs, inner):
             target, arcname = _container_target(
@@ -320,6 +330,48 @@ def _forbid_imports() -> None:
 # -- shared -----------------------------------------------------------------------------------------------
 
 
+def _mount_table(svc: ContainerService, record: ContainerRecord) -> list[tuple[str, str, str]]:
+    """(destination, source, type) of the container's mounts, the engine's /etc files too, deepest first."""
+    paths = svc.paths(record.id)
+    mounts = [(m["Destination"], m["Source"], m["Type"]) for m in record.mounts]
+    mounts += [("/etc/hosts", str(paths.hosts), "bind"), ("/etc/hostname", str(paths.hostname), "bind"),
+               ("/etc/resolv.conf", str(paths.resolv), "bind")]  # fmt: skip
+    return sorted(mounts, key=lambda m: len(m[0]), reverse=True)
+
+
+def _file_mount(svc: ContainerService, record: ContainerRecord, path: str) -> str | None:
+    """The source of the single-file bind mount at `path` exactly, if there is one."""
+    if path.endswith(("/", "/.")):
+        return None
+    normal = posixpath.normpath("/" + path.lstrip("/"))  # (POSIX keeps a leading "//")
+    for destination, source, kind in _mount_table(svc, record):
+        if normal == destination:
+            return source if kind != "tmpfs" and os.path.isfile(source) else None
+    return None
+
+
+def _overwrite(parent_fd: int, name: str, follow: bool, target: str) -> None:
+    """The host file `name` (in `parent_fd`) written over `target`'s content, which keeps its inode."""
+    flags = os.O_RDONLY | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    try:
+        src = os.open(name, flags, dir_fd=parent_fd)
+    except OSError as e:
+        raise InvalidArgument(
+            f"cannot copy {name}: {e.strerror} (a file mount takes a regular file)"
+        ) from None
+    try:
+        if not stat.S_ISREG(os.fstat(src).st_mode):
+            raise InvalidArgument(f"cannot copy {name} onto a file mount: it is not a regular file")
+        dst = os.open(target, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
+        try:
+            while os.sendfile(dst, src, None, 1 << 24):
+                pass
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+
+
 @contextlib.contextmanager
 def container_root(svc: ContainerService, record: ContainerRecord, path: str) -> Iterator[tuple[str, str]]:
     """(root, path inside it) for a container path, as the container sees it: under a volume or bind mount
@@ -327,11 +379,7 @@ def container_root(svc: ContainerService, record: ContainerRecord, path: str) ->
     `/` or `/.` is kept; symlinks are resolved later, inside the root this returns."""
     normal = posixpath.normpath("/" + path.lstrip("/"))  # (POSIX keeps a leading "//")
     suffix = "/." if path.endswith("/.") else "/" if path.endswith("/") else ""
-    paths = svc.paths(record.id)
-    mounts = [(m["Destination"], m["Source"], m["Type"]) for m in record.mounts]
-    mounts += [("/etc/hosts", str(paths.hosts), "bind"), ("/etc/hostname", str(paths.hostname), "bind"),
-               ("/etc/resolv.conf", str(paths.resolv), "bind")]  # fmt: skip
-    for destination, source, kind in sorted(mounts, key=lambda m: len(m[0]), reverse=True):
+    for destination, source, kind in _mount_table(svc, record):
         if normal == destination or normal.startswith(destination.rstrip("/") + "/"):
             if kind == "tmpfs":
                 raise InvalidArgument(
