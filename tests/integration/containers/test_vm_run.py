@@ -109,6 +109,29 @@ def test_command_not_found_is_127_and_the_images_own_program_runs(vm: Engine, tm
     assert vm("run", "--rm", "--isolation=vm", "own-true", "true").stdout == "image-true\n", "as a micro-VM"
 
 
+def test_an_images_symlinks_cannot_send_the_hosts_file_binds_out_of_its_rootfs(
+    vm: Engine, tmp_path: Path
+) -> None:
+    """The host binds /etc/hosts and `-v FILE:PATH` into the guest's rootfs share: a symlink in the image at
+    the mount point (absolute, or climbing with ..) is resolved inside the rootfs, never on the host."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "ctx" / "Dockerfile").write_text(
+        f"FROM busybox\nRUN ln -sf {outside}/hosts /etc/hosts && ln -sf {outside}/conf /etc/app.conf && "
+        f"ln -sf ../../../..{outside}/conf2 /etc/app2.conf\n"
+    )
+    vm("build", "-q", "-t", "links", str(tmp_path / "ctx"))
+    conf = tmp_path / "app.conf"
+    conf.write_text("from-host\n")
+    proc = vm("run", "--rm", "--isolation=vm", "--network", "none", "-v", f"{conf}:/etc/app.conf",
+              "-v", f"{conf}:/etc/app2.conf", "links", "sh", "-c",
+              f"grep -q localhost /etc/hosts && echo hosts; cat /etc/app.conf /etc/app2.conf {outside}/conf*")  # fmt: skip
+    # /etc/hosts: the engine's (its init layer replaces the link); the confs: bound where the links lead inside
+    assert proc.stdout.splitlines() == ["hosts", *["from-host"] * 4], proc.stderr
+    assert list(outside.iterdir()) == []  # nothing made, nothing mounted on the host's side
+
+
 def test_guest_kernel_panic_ends_the_container_with_a_reason(vm: Engine) -> None:
     proc = vm("run", "--name", "p", "--isolation=vm", "busybox", "sh", "-c", "echo c > /proc/sysrq-trigger",
               check=False)  # fmt: skip
