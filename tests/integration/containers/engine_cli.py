@@ -103,10 +103,11 @@ def read_until(fd: int, pattern: bytes, timeout: float) -> bytes:
 RESIZE_WATCHER = ["sh", "-c", "trap 'stty size' WINCH; echo go; until read -t 0.2 line; do :; done"]
 
 
-def resized_on_terminal(engine: Engine, *args: str) -> bytes:
-    """Run the CLI (`args`, followed by RESIZE_WATCHER's command) on a pty of 24x80 that is its controlling
-    terminal, as from a shell; once the container's shell is up, resize the pty to 50x132, then end the
-    shell. Returns what the terminal showed: the container's `stty size` on its SIGWINCH."""
+def resized_on_terminal(engine: Engine, *args: str, command: list[str] = RESIZE_WATCHER) -> bytes:
+    """Run the CLI (`args`, then `command`) on a pty of 24x80 that is its controlling terminal, as from a
+    shell; once the container's shell is up (it said `go`, or a second passed for an `attach` without a
+    command), resize the pty to 50x132, then end the shell. Returns what the terminal showed: the
+    container's `stty size` on its SIGWINCH."""
     master, slave = pty.openpty()
     termios.tcsetwinsize(slave, (24, 80))
     env = {k: v for k, v in os.environ.items() if k != "INTERMODAL_ROOT"}
@@ -114,11 +115,11 @@ def resized_on_terminal(engine: Engine, *args: str) -> bytes:
     def controlling_terminal() -> None:
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
-    proc = subprocess.Popen([INTERMODAL, "--root", str(engine.root), *args, *RESIZE_WATCHER], stdin=slave,
+    proc = subprocess.Popen([INTERMODAL, "--root", str(engine.root), *args, *command], stdin=slave,
                             stdout=slave, stderr=slave, env=env, start_new_session=True,
                             preexec_fn=controlling_terminal)  # fmt: skip
     try:
-        out = read_until(master, rb"go\r?\n", 60)
+        out = read_until(master, rb"go\r?\n", 60 if command else 1)
         termios.tcsetwinsize(master, (50, 132))
         out += read_until(master, rb"50 132", 30)
         os.write(master, b"done\n")  # the shell's `read` ends it

@@ -10,7 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from engine_cli import INTERMODAL, Engine
+from engine_cli import INTERMODAL, RESIZE_WATCHER, Engine, resized_on_terminal
 
 CGROUP = Path("/sys/fs/cgroup")
 
@@ -71,3 +71,10 @@ def test_interactive_tty(engine: Engine) -> None:
         if proc.poll() is None:
             proc.kill()
         os.close(master)
+
+
+def test_attach_follows_the_clients_resizes(engine: Engine) -> None:
+    """`attach` to a `run -dit` container: the size goes to conmon (its ctl FIFO), which resizes the pty."""
+    engine("run", "-dit", "--name", "shell", "busybox", *RESIZE_WATCHER)
+    assert b"50 132" in resized_on_terminal(engine, "attach", "shell", command=[])
+    assert engine("wait", "shell").stdout.strip() == "0"
