@@ -154,6 +154,11 @@ class OciRuntime:
         """The host wrote into the running container's file system (`cp`). Namespaced containers see it
         at once; a runtime that caches the files elsewhere (a VM's guest kernel) refreshes that cache."""
 
+    def oom_killed(self, cid: str, bundle: Path) -> bool:
+        """Whether a kernel of the runtime's own (a VM's guest) killed the container's process for memory; the
+        engine reads the host cgroup's OOM kills itself."""
+        return False
+
     def guest_processes(self, cid: str) -> list[GuestProcess] | None:
         """None: the container's processes are the host's, those in its cgroup (`top` lists them with ps)."""
         return None

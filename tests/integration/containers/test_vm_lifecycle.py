@@ -139,5 +139,8 @@ def test_qemu_or_virtiofsd_killed_leaves_an_exited_container_and_nothing_else(
         info["Isolation"] == "vm" and info["Accelerator"] in ("kvm", "tcg") and reason in info["ExitReason"]
     )
     assert info["Kernel"] != os.uname().release and info["MemoryMiB"] == 256 and info["CPUs"] == 1
+    assert (
+        vm("inspect", "-f", "{{.State.OOMKilled}}", "k").stdout.strip() == "false"
+    )  # killed, not for memory
     vm("rm", "k")
     assert leftovers(vm.root) == []

@@ -132,6 +132,19 @@ def test_an_images_symlinks_cannot_send_the_hosts_file_binds_out_of_its_rootfs(
     assert list(outside.iterdir()) == []  # nothing made, nothing mounted on the host's side
 
 
+def test_the_guests_oom_killer_shows_as_oomkilled(vm: Engine) -> None:
+    """Past its --memory, a VM's process is killed by the guest's kernel, not the host's cgroup: Exited (137)
+    with OOMKilled, as a container's."""
+    hog = vm("run", "--name", "hog", "--isolation=vm", "--network", "none", "--memory", "96m", "busybox", "sh",
+             "-c", 'x=a; while true; do x="$x$x"; done', check=False)  # fmt: skip
+    assert hog.returncode == 137
+    assert vm("inspect", "-f", "{{.State.OOMKilled}} {{.State.ExitCode}}", "hog").stdout.split() == [
+        "true",
+        "137",
+    ]
+    vm("rm", "hog")
+
+
 def test_guest_kernel_panic_ends_the_container_with_a_reason(vm: Engine) -> None:
     proc = vm("run", "--name", "p", "--isolation=vm", "busybox", "sh", "-c", "echo c > /proc/sysrq-trigger",
               check=False)  # fmt: skip

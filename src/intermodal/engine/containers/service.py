@@ -386,7 +386,7 @@ class ContainerService:
                 return record
             paths = self.paths(cid)
             runtime = self.runtime(record)
-            oom = _oom_killed(cid)
+            oom = _oom_killed(cid) or runtime.oom_killed(cid, paths.bundle)
             if record.state.get("Pid"):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(record.state["Pid"], signal.SIGKILL)

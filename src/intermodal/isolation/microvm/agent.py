@@ -8,7 +8,7 @@ Channels are virtio-serial ports (the host kernel has no vhost-vsock), one host 
   /config.sh as SLOT0), `run SLOT N` and the N lines of an exec's script, `kill SLOT SIGNAL`,
   `resize SLOT ROWS COLS` (its terminal), `drop_caches` (the host wrote into the rootfs, which the guest
   caches), `ps`, `poweroff`. Guest → host:
-  `ready`, `exit SLOT CODE`, `dropped`, and for `ps` a line `p PID PPID EUID START UTIME STIME TTY_NR CMD`
+  `ready`, `exit SLOT CODE [oom]` (oom: the guest's OOM killer ended the container's process), `dropped`, and for `ps` a line `p PID PPID EUID START UTIME STIME TTY_NR CMD`
   per process of the container's (from its /proc/PID/stat, times in clock ticks) then `ps-end UPTIME`. The host sends `start` as soon as the container is started, even
   while the guest boots: QEMU holds a port's input until the guest opens it, so no round trip is waited for.
 - per slot (0 is the container's process, 1.. serve `exec`): `inK`, `outK`, `errK` streams, and `ttyK`, a
@@ -145,6 +145,10 @@ run_slot() {  # $1 slot, $2 its script (process_script), which sets NONCE, TTY, 
     echo $! > "/run/$k.pid"
     wait $!
     code=$?
+    oom=
+    if [ "$k" = 0 ] && [ "$code" = 137 ]; then  # SIGKILL: the OOM killer's, if it ever ran in this guest
+        while read -r key n; do [ "$key" = oom_kill ] && { [ "$n" = 0 ] || oom=" oom"; break; }; done < /proc/vmstat
+    fi
     [ "$k" != 0 ] || sync  # before the exit report: the host may then end the VM at once (shim.py)
     : > "/run/$k.pid"
     printf %s "$NONCE" >&4
@@ -152,7 +156,7 @@ run_slot() {  # $1 slot, $2 its script (process_script), which sets NONCE, TTY, 
     # an exec slot is closed before its report, for the next exec in it to open the ports again (a port has one
     # opener at a time); slot 0 is never reused, and each close waits for the host to acknowledge it
     [ "$k" = 0 ] || exec 4>&- 5>&-
-    echo "exit $k $code" >&3
+    echo "exit $k $code$oom" >&3
 }
 
 . /config.sh

@@ -5,12 +5,13 @@ start, delete: ≈0.1 s each). conmon still gets the binary for detached contain
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from intermodal.errors import IntermodalError, NotFound
-from intermodal.isolation.microvm import lifecycle
+from intermodal.isolation.microvm import BUNDLE_INFO, lifecycle
 from intermodal.isolation.oci import GuestProcess, OciRuntime, runtime_error
 from intermodal.isolation.stdio import inherited_stdio
 
@@ -55,6 +56,12 @@ class VmRuntime(OciRuntime):
     def files_changed(self, cid: str) -> None:
         with contextlib.suppress(IntermodalError, OSError):
             lifecycle.drop_guest_caches(self.state_root, cid)
+
+    def oom_killed(self, cid: str, bundle: Path) -> bool:
+        try:
+            return bool(json.loads((bundle / BUNDLE_INFO).read_text()).get("OOMKilled"))
+        except (OSError, ValueError):
+            return False
 
     def guest_processes(self, cid: str) -> list[GuestProcess] | None:
         try:

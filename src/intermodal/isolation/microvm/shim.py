@@ -435,9 +435,11 @@ class Shim:
                         client.sendall(report)
                 self.ps_waiters.clear()
                 self.ps_lines.clear()
-            elif len(words) == 3 and words[0] == "exit":
+            elif len(words) in (3, 4) and words[0] == "exit":
                 slot, code = int(words[1]), int(words[2])
                 if slot == 0:
+                    if words[3:] == ["oom"]:  # the guest kernel's OOM killer ended it (agent.py)
+                        self._note(OOMKilled=True)
                     self.code = code
                     self.exit_seen_at = time.monotonic()
                 elif slot in self.execs:
@@ -602,11 +604,15 @@ class Shim:
         detail = qemu_log[-1] if qemu_log else (console[-1].strip() if console else "no output")
         return f"the VM stopped before its process exited (QEMU exit status {status}): {detail}"
 
+    def _note(self, **facts: object) -> None:
+        """Add to what `inspect` shows of the VM (the bundle outlives the state dir)."""
+        with contextlib.suppress(OSError, ValueError):
+            info = Path(self.plan.bundle) / BUNDLE_INFO
+            info.write_text(json.dumps({**json.loads(info.read_text()), **facts}))
+
     def _fail(self, reason: str, code: int = 255) -> int:
         write_all(2, f"intermodal-vm-runtime: {reason}\n".encode())
-        with contextlib.suppress(OSError, ValueError):  # for `inspect`: the bundle outlives the state dir
-            info = Path(self.plan.bundle) / BUNDLE_INFO
-            info.write_text(json.dumps({**json.loads(info.read_text()), "ExitReason": reason}))
+        self._note(ExitReason=reason)
         if self.qemu and self.qemu.poll() is None:
             self.qemu.kill()
         for h in self.helpers.values():
