@@ -94,8 +94,8 @@ def test_process_script_quotes_args_env_and_applies_the_spec() -> None:
     assert "rlimit n 1024 unlimited" in lines
     argv = shlex.split(lines[-1])[2:]  # after "set --"
     assert argv[:4] == ["env", "-i", "X=1 2", "Y=quote'd"]
-    assert argv[4:6] == ["/bin/setpriv", "--nnp"]
-    assert argv[6:] == ["/bin/nsenter", "-r/newroot", "-w/newroot/w d", "-S", "1000", "-G", "100",
+    assert argv[4:6] == ["setpriv", "--nnp"]
+    assert argv[6:] == ["nsenter", "-r/newroot", "-w/newroot/w d", "-S", "1000", "-G", "100",
                         "--", "$exe", *process["args"][1:]]  # fmt: skip
 
 

@@ -203,13 +203,12 @@ def process_script(
     cwd = process.get("cwd") or "/"
     env = [e for e in process.get("env") or [] if "=" in e]
     # Applet names, not /bin/busybox: the agent's shell runs `env` in the process it forks (busybox's NOEXEC
-    # applets), which saves an exec; env and setpriv exec the next applet through its link, by path: by name,
-    # execvp would first try each directory of the container's PATH in the initramfs.
+    # applets), which saves an exec; env and setpriv exec the next applet by name.
     argv = ["env", "-i", *env]
     if process.get("noNewPrivileges"):
-        argv += ["/bin/setpriv", "--nnp"]
+        argv += ["setpriv", "--nnp"]
     argv += [
-        "/bin/nsenter", f"-r{NEWROOT}", f"-w{NEWROOT}{cwd}",
+        "nsenter", f"-r{NEWROOT}", f"-w{NEWROOT}{cwd}",
         "-S", str(int(user.get("uid", 0))), "-G", str(int(user.get("gid", 0))), "--",
     ]  # fmt: skip
     lines = [
