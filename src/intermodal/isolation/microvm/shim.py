@@ -479,9 +479,9 @@ class Shim:
 
     def _on_client(self, conn: socket.socket) -> None:
         """`exec` clients: `open SLOT tty|notty stdin|nostdin` (we answer `ok [TTYDEV]`, or `wait` while the
-        guest boots), `run SLOT B64` (relayed as is; we answer `exit CODE`), `kill SLOT SIG` and
-        `resize SLOT ROWS COLS` (relayed); `drop_caches`
-        (answered `ok`) and `ps` (answered with the guest's `p` lines and `ps-end`, agent.py)."""
+        guest boots), `run SLOT B64` (relayed as is; we answer `exit CODE`), `kill SLOT SIG` and `resize SLOT
+        ROWS COLS` (relayed), `drop_caches` (answered `ok`) and `ps` (answered with the guest's `p` lines and
+        `ps-end`, agent.py)."""
         try:
             data = conn.recv(1 << 20)
         except OSError:
@@ -524,8 +524,9 @@ class Shim:
                 self.ps_waiters.append(conn)
                 if len(self.ps_waiters) == 1:  # one report answers every client waiting
                     self._send(b"ps\n")
-            elif (len(words) == 3 and words[0] == b"kill") or (len(words) == 4 and words[0] == b"resize"):
-                self._send(line + b"\n")
+            elif words[:1] in ([b"kill"], [b"resize"]) and len(words) == (3 if words[0] == b"kill" else 4):
+                if all(w.isdigit() for w in words[1:]):  # into the agent's shell: numbers only
+                    self._send(line + b"\n")
             elif words and words[0] == b"open" and self.started and self.code is None:
                 with contextlib.suppress(OSError):
                     conn.sendall(b"wait the guest is still booting\n")
