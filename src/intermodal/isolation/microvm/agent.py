@@ -7,10 +7,11 @@ Channels are virtio-serial ports (the host kernel has no vhost-vsock), one host 
 - `ctl`: lines. Host → guest: `start` (run the container's process, whose script the host put in
   /config.sh as SLOT0), `run SLOT N` and the N lines of an exec's script, `kill SLOT SIGNAL`,
   `resize SLOT ROWS COLS` (its terminal), `drop_caches` (the host wrote into the rootfs, which the guest
-  caches), `ps`, `poweroff`. Guest → host:
-  `ready`, `exit SLOT CODE [oom]` (oom: the guest's OOM killer ended the container's process), `dropped`, and for `ps` a line `p PID PPID EUID START UTIME STIME TTY_NR CMD`
-  per process of the container's (from its /proc/PID/stat, times in clock ticks) then `ps-end UPTIME`. The host sends `start` as soon as the container is started, even
-  while the guest boots: QEMU holds a port's input until the guest opens it, so no round trip is waited for.
+  caches), `ps`, `poweroff`. Guest → host: `ready`, `exit SLOT CODE [oom]` (oom: the guest's OOM killer
+  ended the container's process), `dropped`, and for `ps` a line `p PID PPID EUID START UTIME STIME TTY_NR
+  CMD` per process of the container's (from its /proc/PID/stat, times in clock ticks), then `ps-end UPTIME`.
+  The host sends `start` as soon as the container is started, even while the guest boots: QEMU holds a
+  port's input until the guest opens it, so no round trip is waited for.
 - per slot (0 is the container's process, 1.. serve `exec`): `inK`, `outK`, `errK` streams, and `ttyK`, a
   virtconsole port (a real tty in the guest, /dev/hvcN) when the process wants a terminal.
 Every port has a fixed number (port_nr), so its device is known without reading each port's name in
