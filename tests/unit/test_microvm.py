@@ -361,3 +361,19 @@ def test_guest_processes_are_shown_in_ps_ef_columns() -> None:
     ]
     fresh = GuestProcess(pid=8, ppid=7, uid=1000, started=now - 60, cpu_seconds=1.2, tty="hvc0", command="sh")
     assert ps_ef_row(fresh, {0: "root"}, now) == ["1000", "8", "7", "2", "11:59", "hvc0", "00:00:01", "sh"]
+
+
+def test_the_shim_relays_kill_and_resize_to_the_agents_shell_only_as_numbers() -> None:
+    from intermodal.isolation.microvm.shim import relayable
+
+    assert relayable(b"kill 1 15".split()) and relayable(b"resize 0 50 132".split())
+    for bad in (
+        b"kill 1",
+        b"kill 1 15 2",
+        b"kill 1 TERM",
+        b"resize ../x 1 2",
+        b"resize 0 5;reboot 2",
+        b"ps",
+        b"",
+    ):
+        assert not relayable(bad.split()), bad

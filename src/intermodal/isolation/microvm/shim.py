@@ -119,6 +119,13 @@ def guest_run(slot: int, script: bytes) -> bytes:
     return f"run {slot} {lines}\n".encode() + script
 
 
+def relayable(words: list[bytes]) -> bool:
+    """A client's `kill SLOT SIG` or `resize SLOT ROWS COLS`, to be relayed to the agent's shell as is: only
+    when every argument is a number."""
+    arity = {b"kill": 2, b"resize": 3}.get(words[0] if words else b"")
+    return arity is not None and len(words) == arity + 1 and all(w.isdigit() for w in words[1:])
+
+
 def _pdeathsig() -> None:
     linux.set_pdeathsig(signal.SIGKILL)
 
@@ -524,8 +531,8 @@ class Shim:
                 self.ps_waiters.append(conn)
                 if len(self.ps_waiters) == 1:  # one report answers every client waiting
                     self._send(b"ps\n")
-            elif words[:1] in ([b"kill"], [b"resize"]) and len(words) == (3 if words[0] == b"kill" else 4):
-                if all(w.isdigit() for w in words[1:]):  # into the agent's shell: numbers only
+            elif words[:1] in ([b"kill"], [b"resize"]):
+                if relayable(words):
                     self._send(line + b"\n")
             elif words and words[0] == b"open" and self.started and self.code is None:
                 with contextlib.suppress(OSError):
